@@ -1,0 +1,230 @@
+"""Reading the kit's CSV files, with the rules in one place.
+
+All files are header-less, comma-separated text (MURA's official files). Two strictness levels:
+- a participant's file must be exactly to the contract: UTF-8 without a byte-order mark, LF
+  line endings, no header; anything else is a ParticipantError saying what to change;
+- an organiser's file (gold, strata, index) may have a BOM, CRLF endings and a header row,
+  as copies of MURA's files do; what cannot be read is a HostError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scorer.errors import HostError, ParticipantError, ScoringError, examples
+from scorer.paths import normalize_study, study_type
+
+BOM = b"\xef\xbb\xbf"
+BINARY = ("0", "1")
+PREDICTION_FORM = "`study_path/,0|1`, e.g. `MURA-v1.1/valid/XR_WRIST/patient11185/study1/,1`"
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int  # 1-based line number in the file
+    fields: tuple[str, ...]
+
+
+def read_rows(path: str | Path, *, what: str, participant: bool) -> list[Row]:
+    """The non-blank lines of a CSV file split into stripped fields.
+
+    `what` names the file in messages ("predictions file", "gold file").
+    """
+    error: type[ScoringError] = ParticipantError if participant else HostError
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist; expected a CSV file there") from None
+    except IsADirectoryError:
+        raise error(f"{what} {path} is a folder; expected a CSV file") from None
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read ({exc.strerror}); check its permissions") from None
+
+    if data.startswith(BOM):
+        if participant:
+            raise error(
+                f"{what} starts with a UTF-8 byte-order mark (bytes EF BB BF); expected plain "
+                "UTF-8 text without a BOM; save it without the BOM (in Python: "
+                "open(path, 'w', encoding='utf-8'), not 'utf-8-sig')"
+            )
+        data = data[len(BOM) :]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise error(
+            f"{what} is not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line} cannot be "
+            "decoded; expected UTF-8 (study paths are plain ASCII); re-save the file as UTF-8"
+        ) from None
+    if "\x00" in text:
+        raise error(f"{what} contains NUL bytes: it looks binary; expected a text CSV file")
+
+    lines = text.split("\n")
+    crlf = [i + 1 for i, line in enumerate(lines) if line.endswith("\r")]
+    if crlf and participant:
+        raise error(
+            f"{what} has Windows line endings (CRLF) on {len(crlf)} of "
+            f"{sum(1 for line in lines if line.strip())} lines (first: line {crlf[0]}); "
+            "expected LF (\\n) only; write it with newline='\\n' or convert it with dos2unix"
+        )
+    rows = [
+        Row(i + 1, tuple(field.strip() for field in line.rstrip("\r").split(",")))
+        for i, line in enumerate(lines)
+        if line.strip()
+    ]
+    if not rows:
+        found = "0 bytes" if not data else "only blank lines"
+        raise error(f"{what} is empty: expected one line per study, found {found}")
+    return rows
+
+
+def _lines(rows: Sequence[Row], limit: int = 5) -> str:
+    return examples((str(row.line) for row in rows), limit)
+
+
+def _looks_like_header(row: Row) -> bool:
+    """A first row whose values are not 0/1 and whose first field is not a study path."""
+    return "/" not in row.fields[0] and any(value not in BINARY for value in row.fields[1:])
+
+
+# --- the participant's predictions ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prediction:
+    line: int
+    study: str  # canonical key
+    written: str  # the path as the participant wrote it
+    value: int
+
+
+def read_predictions(path: str | Path) -> list[Prediction]:
+    """A submission's `output.csv`: `study_path/,0|1` per line, nothing else."""
+    what = "predictions file"
+    rows = read_rows(path, what=what, participant=True)
+
+    if len(rows[0].fields) == 2 and _looks_like_header(rows[0]):
+        raise ParticipantError(
+            f"{what} line 1 looks like a header ({','.join(rows[0].fields)!r}); expected no "
+            f"header, every line {PREDICTION_FORM}; delete the first line"
+        )
+    wrong = [row for row in rows if len(row.fields) != 2]
+    if wrong:
+        counts = sorted({len(row.fields) for row in wrong})
+        raise ParticipantError(
+            f"{what}: expected 2 comma-separated fields on every line, {PREDICTION_FORM}; "
+            f"found {'/'.join(map(str, counts))} fields on {len(wrong)} of {len(rows)} lines "
+            f"(lines {_lines(wrong)}); write exactly one study path and one 0 or 1 per line"
+        )
+    empty = [row for row in rows if not row.fields[0]]
+    if empty:
+        raise ParticipantError(
+            f"{what}: expected a study path before the comma on every line; found none on "
+            f"{len(empty)} lines (lines {_lines(empty)}); write {PREDICTION_FORM}"
+        )
+    bad = [row for row in rows if row.fields[1] not in BINARY]
+    if bad:
+        values = examples(dict.fromkeys(repr(row.fields[1]) for row in bad))
+        hint = (
+            "threshold probabilities first (abnormal = 1 when p > 0.5)"
+            if any(_is_number(row.fields[1]) for row in bad)
+            else "write 0 for normal and 1 for abnormal"
+        )
+        raise ParticipantError(
+            f"{what}: expected the second field to be 0 or 1 on every line; found other "
+            f"values on {len(bad)} of {len(rows)} lines (lines {_lines(bad)}: {values}); {hint}"
+        )
+    return [
+        Prediction(row.line, normalize_study(row.fields[0]), row.fields[0], int(row.fields[1]))
+        for row in rows
+    ]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- the organiser's gold file ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RaterTable:
+    """Studies and the 0/1 reads of one or more raters (or a single `label` column)."""
+
+    path: str
+    studies: tuple[str, ...]  # canonical keys, in file order
+    types: tuple[str, ...]  # each study's type (ELBOW, ...)
+    raters: tuple[str, ...]  # column names
+    votes: np.ndarray  # (studies, raters), int8
+
+
+def read_gold(path: str | Path) -> RaterTable:
+    """`study,label`, `study,Rad1,Rad2,Rad3` or `study,Rad1,...,RadK`; a header row is optional."""
+    what = "gold file"
+    rows = read_rows(path, what=what, participant=False)
+
+    header: tuple[str, ...] | None = None
+    if _looks_like_header(rows[0]):
+        header, rows = rows[0].fields[1:], rows[1:]
+        if not rows:
+            raise HostError(f"{what} {path} has a header but no studies; expected one row per study")
+    widths = sorted({len(row.fields) for row in rows})
+    if len(widths) > 1 or widths[0] < 2:
+        counts = {w: sum(1 for row in rows if len(row.fields) == w) for w in widths}
+        found = ", ".join(f"{n} rows with {w} fields" for w, n in counts.items())
+        raise HostError(
+            f"{what} {path}: expected the same number of fields on every row "
+            "(`study,label` or `study,Rad1,...,RadK`); found " + found
+        )
+    k = widths[0] - 1
+    if header is not None and len(header) != k:
+        raise HostError(
+            f"{what} {path}: the header names {len(header)} columns after the study, "
+            f"the rows have {k}; make them agree"
+        )
+    raters = header if header is not None else (("label",) if k == 1 else tuple(f"Rad{i + 1}" for i in range(k)))
+    if len(set(raters)) != len(raters) or not all(raters):
+        raise HostError(f"{what} {path}: rater names in the header must be unique and non-empty, found {raters}")
+
+    bad = [row for row in rows if any(value not in BINARY for value in row.fields[1:])]
+    if bad:
+        raise HostError(
+            f"{what} {path}: expected 0 or 1 in every rater column; found other values on "
+            f"{len(bad)} rows (lines {_lines(bad)}, e.g. {','.join(bad[0].fields[1:])!r})"
+        )
+    studies = tuple(normalize_study(row.fields[0]) for row in rows)
+    _check_unique(studies, rows, what, path)
+    types = tuple(study_type(study) for study in studies)
+    untyped = [row for row, t in zip(rows, types) if t is None]
+    if untyped:
+        raise HostError(
+            f"{what} {path}: expected every study path to contain its study type as an "
+            f"XR_{{TYPE}} folder (e.g. MURA-v1.1/valid/XR_WRIST/patient11185/study1_positive/); "
+            f"found {len(untyped)} without one (lines {_lines(untyped)}, e.g. {untyped[0].fields[0]!r})"
+        )
+    votes = np.array([[int(v) for v in row.fields[1:]] for row in rows], dtype=np.int8)
+    return RaterTable(str(path), studies, tuple(types), tuple(raters), votes)  # type: ignore[arg-type]
+
+
+def _check_unique(studies: Sequence[str], rows: Sequence[Row], what: str, path: str | Path) -> None:
+    seen: dict[str, int] = {}
+    repeated: list[str] = []
+    for study, row in zip(studies, rows):
+        if study in seen:
+            repeated.append(f"{study} (lines {seen[study]} and {row.line})")
+        else:
+            seen[study] = row.line
+    if repeated:
+        raise HostError(
+            f"{what} {path}: expected each study once; found {len(repeated)} repeated: "
+            f"{examples(repeated)}; keep one row per study"
+        )

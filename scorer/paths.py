@@ -1,0 +1,54 @@
+"""The study-path grammar of MURA, in one place.
+
+A study's key is its whole path with a trailing slash, e.g.
+`MURA-v1.1/valid/XR_WRIST/patient11185/study1_positive/`: the same
+`patientNNNNN/studyK_*` folder occurs under several study types, so nothing shorter is unique.
+"""
+
+from __future__ import annotations
+
+import re
+
+# The seven study types, in the order the official score keys use.
+STUDY_TYPES: tuple[str, ...] = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST")
+OVERALL = "Overall"
+
+_TYPE_IN_PATH = re.compile(r"(?:^|/)XR_([A-Z]+)(?:/|$)")
+_LABEL_SUFFIX = re.compile(r"_(positive|negative)/?$")
+
+
+def type_key(study_type: str) -> str:
+    """The prefix of the official score keys: `ELBOW` -> `Elbow` (as in `Elbow_Mean`)."""
+    return study_type.capitalize()
+
+
+def normalize_study(text: str) -> str:
+    """The canonical spelling of a study path: no surrounding blanks, no leading `./`, and
+    exactly one trailing slash. `./a/b` and ` a/b/ ` both become `a/b/`."""
+    key = text.strip()
+    while key.startswith("./"):
+        key = key[2:]
+    return key.rstrip("/") + "/"
+
+
+def study_type(study: str) -> str | None:
+    """The study type named by an `XR_{TYPE}` folder in the path, or None if there is none."""
+    for match in _TYPE_IN_PATH.finditer(study):
+        if match.group(1) in STUDY_TYPES:
+            return match.group(1)
+    return None
+
+
+def study_of_image(image_path: str) -> str:
+    """The study an image belongs to: its folder, with a trailing slash."""
+    path = image_path.strip()
+    folder, _, _ = path.rpartition("/")
+    return normalize_study(folder)
+
+
+def label_in_path(study: str) -> int | None:
+    """The label MURA's folder names give away (`_positive` = 1, `_negative` = 0), if any."""
+    match = _LABEL_SUFFIX.search(study.strip())
+    if match is None:
+        return None
+    return 1 if match.group(1) == "positive" else 0
