@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEMO ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install clean codabench-bundle
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_score.py
+
+# The Codabench / CodaLab Competitions scoring program: scorer/ and metadata.yaml at the zip's root.
+codabench-bundle:
+	rm -rf build/codabench && mkdir -p build/codabench dist
+	cp -r scorer build/codabench/ && cp scorer/codabench/metadata.yaml build/codabench/
+	find build/codabench -name __pycache__ -prune -exec rm -rf {} +
+	cd build/codabench && $(PYTHON) -m zipfile -c ../../dist/scoring_program.zip metadata.yaml scorer
 
 clean:
 	rm -rf $(VENV) build $(DEMO) .pytest_cache .ruff_cache

@@ -26,24 +26,55 @@ def write_text(path: Path, text: str) -> None:
 @click.command()
 @click.argument("gold", type=click.Path(path_type=Path))
 @click.argument("predictions", type=click.Path(path_type=Path))
-@click.option("--gold-raters", metavar="R1,R2,R3",
-              help="The raters whose majority is the gold standard (e.g. Rad1,Rad4,Rad5); the "
-                   "others are scored as radiologists. Default: all raters when there are three "
-                   "or fewer, else three drawn with --seed.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed for the bootstrap and for drawing the gold raters.")
-@click.option("--resamples", type=int, default=10_000, show_default=True,
-              help="Bootstrap resamples.")
-@click.option("--confidence", type=float, default=0.95, show_default=True,
-              help="Confidence level of the intervals.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="What to print on stdout.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the JSON result to this file.")
-@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write an HTML report to this file.")
-def score(gold: Path, predictions: Path, gold_raters: str | None, seed: int, resamples: int,
-          confidence: float, fmt: str, json_out: Path | None, html_out: Path | None) -> None:
+@click.option(
+    "--gold-raters",
+    metavar="R1,R2,R3",
+    help="The raters whose majority is the gold standard (e.g. Rad1,Rad4,Rad5); the "
+    "others are scored as radiologists. Default: all raters when there are three "
+    "or fewer, else three drawn with --seed.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed for the bootstrap and for drawing the gold raters.",
+)
+@click.option("--resamples", type=int, default=10_000, show_default=True, help="Bootstrap resamples.")
+@click.option(
+    "--confidence", type=float, default=0.95, show_default=True, help="Confidence level of the intervals."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="What to print on stdout.",
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the JSON result to this file.",
+)
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write an HTML report to this file.",
+)
+def score(
+    gold: Path,
+    predictions: Path,
+    gold_raters: str | None,
+    seed: int,
+    resamples: int,
+    confidence: float,
+    fmt: str,
+    json_out: Path | None,
+    html_out: Path | None,
+) -> None:
     """Score PREDICTIONS (a submission's output.csv) against GOLD (the organisers' labels).
 
     GOLD is `study,label`, `study,Rad1,Rad2,Rad3` (gold = their majority) or

@@ -26,8 +26,9 @@ class ExampleTest:
     votes: np.ndarray  # (n, raters)
 
 
-def make_test(n: int = TEST_STUDIES, raters: int = 6, rater_accuracy: float = 0.9,
-              seed: int = 0) -> ExampleTest:
+def make_test(
+    n: int = TEST_STUDIES, raters: int = 6, rater_accuracy: float = 0.9, seed: int = 0
+) -> ExampleTest:
     """A MURA-shaped test set: study paths under all seven types (folder names colliding across
     types, as in MURA) and `raters` independent noisy reads of each study."""
     rng = np.random.default_rng(seed)

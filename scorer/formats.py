@@ -191,9 +191,13 @@ def read_gold(path: str | Path) -> RaterTable:
             f"{what} {path}: the header names {len(header)} columns after the study, "
             f"the rows have {k}; make them agree"
         )
-    raters = header if header is not None else (("label",) if k == 1 else tuple(f"Rad{i + 1}" for i in range(k)))
+    raters = (
+        header if header is not None else (("label",) if k == 1 else tuple(f"Rad{i + 1}" for i in range(k)))
+    )
     if len(set(raters)) != len(raters) or not all(raters):
-        raise HostError(f"{what} {path}: rater names in the header must be unique and non-empty, found {raters}")
+        raise HostError(
+            f"{what} {path}: rater names in the header must be unique and non-empty, found {raters}"
+        )
 
     bad = [row for row in rows if any(value not in BINARY for value in row.fields[1:])]
     if bad:

@@ -40,8 +40,7 @@ def choose_panel(table: RaterTable, requested: Sequence[str] | None, seed: int) 
             raise HostError(f"--gold-raters names a rater twice: {', '.join(requested)}")
         if len(chosen) % 2 == 0:
             raise HostError(
-                f"--gold-raters names {len(chosen)} raters; a majority vote needs an odd number "
-                "(MURA used 3)"
+                f"--gold-raters names {len(chosen)} raters; a majority vote needs an odd number (MURA used 3)"
             )
         gold = tuple(name for name in raters if name in chosen)  # file order
         return Panel(gold, tuple(r for r in raters if r not in gold), "given")

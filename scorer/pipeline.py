@@ -67,8 +67,10 @@ def score_table(table: RaterTable, panel: Panel, model: NDArray[np.integer], set
     types = np.array(table.types)
     groups.update({type_key(t): types == t for t in STUDY_TYPES})
 
-    scored = {name: score_group(truth[mask], {r: v[mask] for r, v in raters.items()}, name, settings)
-              for name, mask in groups.items()}
+    scored = {
+        name: score_group(truth[mask], {r: v[mask] for r, v in raters.items()}, name, settings)
+        for name, mask in groups.items()
+    }
 
     order = [type_key(t) for t in STUDY_TYPES] + [OVERALL]
     result: dict = {}
@@ -95,9 +97,7 @@ def score_table(table: RaterTable, panel: Panel, model: NDArray[np.integer], set
     }
     result["groups"] = order
     result["model"] = {g: scored[g]["raters"][MODEL] for g in order}
-    result["radiologists"] = {
-        r: {g: scored[g]["raters"][r] for g in order} for r in panel.radiologists
-    }
+    result["radiologists"] = {r: {g: scored[g]["raters"][r] for g in order} for r in panel.radiologists}
     result["model_minus_radiologist"] = {
         r: {g: scored[g]["differences"][r] for g in order} for r in panel.radiologists
     }
@@ -106,8 +106,9 @@ def score_table(table: RaterTable, panel: Panel, model: NDArray[np.integer], set
     return result
 
 
-def score_group(truth: NDArray[np.integer], raters: Mapping[str, NDArray[np.integer]], group: str,
-                settings: Settings) -> dict:
+def score_group(
+    truth: NDArray[np.integer], raters: Mapping[str, NDArray[np.integer]], group: str, settings: Settings
+) -> dict:
     """Metrics, bootstrap and asymptotic intervals and paired differences for one group."""
     names = list(raters)
     cells = bootstrap.joint_cells([truth, *raters.values()])
@@ -166,8 +167,11 @@ def score_group(truth: NDArray[np.integer], raters: Mapping[str, NDArray[np.inte
 
 def best_radiologist(radiologists: Mapping[str, Mapping[str, dict]]) -> dict | None:
     """The radiologist with the highest overall kappa: the leaderboard's human baseline."""
-    scored = [(rec[OVERALL]["kappa"], name) for name, rec in radiologists.items()
-              if rec[OVERALL]["kappa"] is not None]
+    scored = [
+        (rec[OVERALL]["kappa"], name)
+        for name, rec in radiologists.items()
+        if rec[OVERALL]["kappa"] is not None
+    ]
     if not scored:
         return None
     kappa, name = max(scored, key=lambda item: item[0])  # the first listed wins a tie
@@ -191,4 +195,4 @@ def rater_names(settings_value: str | None) -> tuple[str, ...] | None:
     return names or None
 
 
-__all__: Sequence[str] = ["Settings", "score_files", "score_table", "score_group"]
+__all__: Sequence[str] = ["Settings", "score_files", "score_group", "score_table"]

@@ -40,17 +40,41 @@ def _header(result: dict) -> list[str]:
 
 
 def model_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["Study type", "n", "Kappa", "Bootstrap CI", "Asymptotic CI", "Accuracy",
-            "Sensitivity", "Specificity", "F1", "TP", "FP", "TN", "FN"]
+    head = [
+        "Study type",
+        "n",
+        "Kappa",
+        "Bootstrap CI",
+        "Asymptotic CI",
+        "Accuracy",
+        "Sensitivity",
+        "Specificity",
+        "F1",
+        "TP",
+        "FP",
+        "TN",
+        "FN",
+    ]
     rows = []
     for group in result["groups"]:
         r = result["model"][group]
-        rows.append([
-            group, str(r["n"]), _f(r["kappa"]), _ci(r["kappa_lower"], r["kappa_upper"]),
-            _ci(r["kappa_asymptotic_lower"], r["kappa_asymptotic_upper"]), _f(r["accuracy"]),
-            _f(r["sensitivity"]), _f(r["specificity"]), _f(r["f1"]),
-            str(r["tp"]), str(r["fp"]), str(r["tn"]), str(r["fn"]),
-        ])
+        rows.append(
+            [
+                group,
+                str(r["n"]),
+                _f(r["kappa"]),
+                _ci(r["kappa_lower"], r["kappa_upper"]),
+                _ci(r["kappa_asymptotic_lower"], r["kappa_asymptotic_upper"]),
+                _f(r["accuracy"]),
+                _f(r["sensitivity"]),
+                _f(r["specificity"]),
+                _f(r["f1"]),
+                str(r["tp"]),
+                str(r["fp"]),
+                str(r["tn"]),
+                str(r["fn"]),
+            ]
+        )
     return head, rows
 
 
@@ -84,13 +108,19 @@ def _text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]
 def to_table(result: dict) -> str:
     lines = _header(result) + ["", "Model"] + _text_table(*model_rows(result))
     if result["radiologists"]:
-        lines += ["", "Radiologists (kappa and bootstrap CI) and model − radiologist "
-                  "(paired over the same resamples; * = the interval excludes 0)"]
+        lines += [
+            "",
+            "Radiologists (kappa and bootstrap CI) and model − radiologist "
+            "(paired over the same resamples; * = the interval excludes 0)",
+        ]
         lines += _text_table(*radiologist_rows(result))
         best = result["best_radiologist"]
         if best:
-            lines += ["", f"Best radiologist: {best['name']}, overall kappa {_f(best['kappa'])} "
-                      f"{_ci(best['lower'], best['upper'])}"]
+            lines += [
+                "",
+                f"Best radiologist: {best['name']}, overall kappa {_f(best['kappa'])} "
+                f"{_ci(best['lower'], best['upper'])}",
+            ]
     if result["notes"]:
         lines += ["", "Notes:", *(f"- {note}" for note in result["notes"])]
     return "\n".join(lines) + "\n"
@@ -98,9 +128,7 @@ def to_table(result: dict) -> str:
 
 def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -124,10 +152,11 @@ def to_html(result: dict, title: str = "MURA score") -> str:
             + _html_table(*radiologist_rows(result))
         )
     if result["notes"]:
-        parts.append("<h2>Notes</h2><ul>" + "".join(
-            f"<li>{html.escape(n)}</li>" for n in result["notes"]) + "</ul>")
+        parts.append(
+            "<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in result["notes"]) + "</ul>"
+        )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
         f"<body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>\n"
     )

@@ -26,7 +26,9 @@ def align(predictions: Sequence[Prediction], studies: Sequence[str]) -> np.ndarr
         else:
             first[prediction.study] = prediction
     if repeated:
-        shown = (f"{hide_labels(study)} (lines {', '.join(map(str, lines))})" for study, lines in repeated.items())
+        shown = (
+            f"{hide_labels(study)} (lines {', '.join(map(str, lines))})" for study, lines in repeated.items()
+        )
         raise ParticipantError(
             f"{what}: expected exactly one row per study; found {len(repeated)} studies with more "
             f"than one row: {examples(shown)}; keep one row for each study"

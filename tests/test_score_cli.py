@@ -1,0 +1,306 @@
+"""`mura score` end to end: gold forms, every bad-input class, output formats."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TYPES = ["ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST"]
+
+
+def mura(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "mura", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def study(i: int, label: int, study_type: str | None = None) -> str:
+    t = study_type or TYPES[i % 7]
+    return f"MURA-v1.1/test/XR_{t}/patient{11000 + i:05d}/study1_{'positive' if label else 'negative'}/"
+
+
+@pytest.fixture
+def case(tmp_path):
+    """A 28-study gold file with six raters and a valid submission for it."""
+    rows, preds = [], []
+    for i in range(28):
+        label = int(i % 3 == 0 or i % 5 == 0)
+        rads = [label if (i + r) % 7 else 1 - label for r in range(6)]
+        rows.append(f"{study(i, label)}," + ",".join(map(str, rads)))
+        preds.append(f"{study(i, label)},{label if i % 4 else 1 - label}")
+    gold = tmp_path / "gold.csv"
+    gold.write_text("\n".join(rows) + "\n")
+    sub = tmp_path / "output.csv"
+    sub.write_text("\n".join(preds) + "\n")
+    return gold, sub, preds
+
+
+def assert_participant_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("submission error: ")
+    assert "Traceback" not in proc.stderr
+    assert "_positive" not in proc.stderr and "_negative" not in proc.stderr  # no gold label leaks
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def assert_host_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines()[-1].startswith(("organiser error: ", "Error: "))
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def write(path: Path, lines: list[str] | bytes) -> Path:
+    if isinstance(lines, bytes):
+        path.write_bytes(lines)
+    else:
+        path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_scores_a_valid_submission(case):
+    gold, sub, _ = case
+    proc = mura("score", gold, sub, "--format", "json", "--resamples", "300")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    keys = list(result)
+    official = [f"{t.capitalize()}_{s}" for t in TYPES for s in ("Mean", "Lower", "Upper")]
+    assert keys[:24] == official + ["Overall_Mean", "Overall_Lower", "Overall_Upper"]
+    assert result["n_studies"] == 28
+    assert len(result["gold"]["gold_raters"]) == 3 and len(result["radiologists"]) == 3
+    assert set(result["gold"]["gold_raters"]).isdisjoint(result["radiologists"])
+    assert sum(result["model"][t.capitalize()]["n"] for t in TYPES) == 28
+    for group in result["model"].values():
+        assert group["kappa_lower"] <= group["kappa"] <= group["kappa_upper"] or group["kappa"] is None
+
+
+def test_table_is_the_default_and_json_file_is_written(case, tmp_path):
+    gold, sub, _ = case
+    out = tmp_path / "result.json"
+    page = tmp_path / "report.html"
+    proc = mura("score", gold, sub, "--resamples", "200", "--json", out, "--html", page)
+    assert proc.returncode == 0, proc.stderr
+    assert "Overall" in proc.stdout and "Kappa" in proc.stdout and "Best radiologist" in proc.stdout
+    assert json.loads(out.read_text())["Overall_Mean"] is not None
+    assert page.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_same_inputs_and_seed_give_the_same_bytes(case):
+    gold, sub, _ = case
+    first = mura("score", gold, sub, "--format", "json", "--seed", "7")
+    second = mura("score", gold, sub, "--format", "json", "--seed", "7")
+    other = mura("score", gold, sub, "--format", "json", "--seed", "8")
+    assert first.returncode == 0 and first.stdout == second.stdout
+    assert other.stdout != first.stdout
+
+
+def test_gold_raters_given_and_drawn(case):
+    gold, sub, _ = case
+    given = json.loads(
+        mura(
+            "score", gold, sub, "--format", "json", "--resamples", "50", "--gold-raters", "Rad1,rad4,Rad5"
+        ).stdout
+    )
+    assert given["gold"]["gold_raters"] == ["Rad1", "Rad4", "Rad5"]
+    assert given["gold"]["choice"] == "given"
+    assert list(given["radiologists"]) == ["Rad2", "Rad3", "Rad6"]
+    drawn = [
+        json.loads(
+            mura("score", gold, sub, "--format", "json", "--resamples", "50", "--seed", str(s)).stdout
+        )["gold"]
+        for s in range(6)
+    ]
+    assert all(d["choice"] == "random" for d in drawn)
+    assert len({tuple(d["gold_raters"]) for d in drawn}) > 1  # the seed chooses
+
+
+def test_label_and_three_rater_forms_and_header(tmp_path, case):
+    _, sub, preds = case
+    studies = [line.split(",")[0] for line in preds]
+    labels = [int(s.endswith("positive/")) for s in studies]
+    label_gold = write(tmp_path / "valid.csv", [f"{s},{y}" for s, y in zip(studies, labels)])
+    result = json.loads(mura("score", label_gold, sub, "--format", "json", "--resamples", "50").stdout)
+    assert result["gold"]["choice"] == "label" and result["radiologists"] == {}
+    three = write(
+        tmp_path / "test.csv",
+        ["study,Rad1,Rad2,Rad3"] + [f"{s},{y},{y},{1 - y}" for s, y in zip(studies, labels)],
+    )
+    result3 = json.loads(mura("score", three, sub, "--format", "json", "--resamples", "50").stdout)
+    assert result3["gold"]["choice"] == "all" and result3["gold"]["gold_raters"] == ["Rad1", "Rad2", "Rad3"]
+    assert result3["Overall_Mean"] == result["Overall_Mean"]  # majority of (y, y, 1-y) is y
+
+
+def test_spellings_of_a_study_path_are_the_same_study(case, tmp_path):
+    gold, _, preds = case
+    respelled = []
+    for i, line in enumerate(preds):
+        path, value = line.split(",")
+        path = [path.rstrip("/"), "./" + path, f"  {path}  "][i % 3]
+        respelled.append(f"{path},{value}")
+    sub = write(tmp_path / "respelled.csv", respelled)
+    a = mura("score", gold, sub, "--format", "json", "--resamples", "50")
+    b = mura("score", gold, case[1], "--format", "json", "--resamples", "50")
+    assert a.returncode == 0, a.stderr
+    assert json.loads(a.stdout)["model"] == json.loads(b.stdout)["model"]
+
+
+def test_studies_that_collide_across_types_are_kept_apart(tmp_path):
+    # patient11186/study1_positive exists under several study types in the real data.
+    same = "patient11186/study1_positive/"
+    gold = write(
+        tmp_path / "gold.csv",
+        [f"MURA-v1.1/valid/XR_{t}/{same},{int(t != 'HAND')}" for t in ["WRIST", "HAND", "ELBOW"]]
+        + [f"MURA-v1.1/valid/XR_{t}/patient2/study1_negative/,0" for t in ["WRIST", "HAND", "ELBOW"]],
+    )
+    sub = write(
+        tmp_path / "out.csv",
+        [f"MURA-v1.1/valid/XR_{t}/{same},1" for t in ["WRIST", "HAND", "ELBOW"]]
+        + [f"MURA-v1.1/valid/XR_{t}/patient2/study1_negative/,0" for t in ["WRIST", "HAND", "ELBOW"]],
+    )
+    result = json.loads(mura("score", gold, sub, "--format", "json", "--resamples", "50").stdout)
+    assert result["n_studies"] == 6
+    assert result["model"]["Hand"]["fp"] == 1 and result["model"]["Wrist"]["tp"] == 1
+    assert result["model"]["Overall"]["n"] == 6
+
+
+def test_undefined_kappa_is_null_with_a_note(tmp_path):
+    rows = [f"{study(i, 1, 'FINGER')},1" for i in range(5)] + [
+        f"{study(i, i % 2, 'WRIST')},{i % 2}" for i in range(10, 16)
+    ]
+    gold = write(tmp_path / "gold.csv", rows)
+    sub = write(tmp_path / "out.csv", rows)
+    proc = mura("score", gold, sub, "--format", "json", "--resamples", "100")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["Finger_Mean"] is None and result["Finger_Lower"] is None
+    assert result["Elbow_Mean"] is None and result["model"]["Elbow"]["n"] == 0
+    assert result["Wrist_Mean"] == 1.0
+    assert any("Finger: kappa of model is undefined" in note for note in result["notes"])
+    table = mura("score", gold, sub, "--resamples", "100").stdout
+    assert "undefined" in table
+
+
+# --- the submission's errors: exit 2, one line, no labels ------------------------------------
+
+
+def _variants(preds: list[str]) -> dict[str, tuple[list[str] | bytes, tuple[str, ...]]]:
+    text = "".join(p + "\n" for p in preds)
+    first_path = preds[0].split(",")[0]
+    return {
+        "missing": (preds[:-3], ("expected one row for each of the 28 studies", "found 25", "missing 3")),
+        "extra": (preds + ["MURA-v1.1/test/XR_HAND/patient99999/study1/,1"], ("patient99999", "remove them")),
+        "duplicate": (preds + [preds[5]], ("more than one row", "lines 6, 29")),
+        "probabilities": ([p.rsplit(",", 1)[0] + ",0.73" for p in preds], ("'0.73'", "threshold")),
+        "nan": ([p.rsplit(",", 1)[0] + ",nan" for p in preds], ("'nan'",)),
+        "text": ([p.rsplit(",", 1)[0] + ",abnormal" for p in preds], ("'abnormal'", "write 0 for normal")),
+        "float one": ([p.rsplit(",", 1)[0] + ",1.0" for p in preds], ("'1.0'",)),
+        "three columns": ([p + ",0.9" for p in preds], ("expected 2 comma-separated fields", "found 3")),
+        "one column": ([p.split(",")[0] for p in preds], ("expected 2 comma-separated fields", "found 1")),
+        "no path": ([",1"] + preds[1:], ("expected a study path",)),
+        "header": (["study,label"] + preds, ("looks like a header", "delete the first line")),
+        "empty": (b"", ("is empty", "0 bytes")),
+        "blank lines only": (b"\n \n\n", ("is empty", "only blank lines")),
+        "bom": (b"\xef\xbb\xbf" + text.encode(), ("byte-order mark",)),
+        "crlf": (text.replace("\n", "\r\n").encode(), ("CRLF", "28 of 28 lines")),
+        "latin-1": (text.replace(first_path, first_path + "\xe9").encode("latin-1"), ("not UTF-8", "0xe9")),
+        "nothing matches": ([p.replace("MURA-v1.1/", "data/") for p in preds], ("none of your study paths",)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_variants(["x,1"] * 8)))
+def test_every_bad_submission_is_a_participant_error(case, tmp_path, name):
+    gold, _, preds = case
+    content, needles = _variants(preds)[name]
+    sub = write(tmp_path / "bad.csv", content)
+    assert_participant_error(mura("score", gold, sub), *needles)
+
+
+def test_missing_predictions_file(case, tmp_path):
+    gold, _, _ = case
+    assert_participant_error(mura("score", gold, tmp_path / "nope.csv"), "does not exist")
+    assert_participant_error(mura("score", gold, tmp_path), "is a folder")
+
+
+def test_blank_lines_between_rows_are_ignored(case, tmp_path):
+    gold, _, preds = case
+    sub = write(tmp_path / "gaps.csv", [preds[0], "", *preds[1:], "   "])
+    assert mura("score", gold, sub, "--resamples", "20").returncode == 0
+
+
+# --- the organiser's errors: exit 3 -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, content, needles",
+    [
+        ("missing", None, ("gold file", "does not exist")),
+        ("empty", b"", ("gold file", "is empty")),
+        ("values", b"MURA-v1.1/test/XR_HAND/p1/s1/,2\n", ("expected 0 or 1", "line")),
+        (
+            "widths",
+            b"MURA-v1.1/test/XR_HAND/p1/s1/,1\nMURA-v1.1/test/XR_HAND/p2/s1/,1,0,1\n",
+            ("same number of fields",),
+        ),
+        ("duplicate", b"MURA-v1.1/test/XR_HAND/p1/s1/,1\nMURA-v1.1/test/XR_HAND/p1/s1,0\n", ("repeated",)),
+        ("no type", b"MURA-v1.1/test/p1/s1/,1\n", ("XR_{TYPE}",)),
+        ("even raters", b"MURA-v1.1/test/XR_HAND/p1/s1/,1,0\n", ("odd number",)),
+        ("not utf-8", b"MURA-v1.1/test/XR_HAND/p\xff/s1/,1\n", ("not UTF-8",)),
+    ],
+)
+def test_broken_gold_is_a_host_error(case, tmp_path, name, content, needles):
+    _, sub, _ = case
+    gold = tmp_path / "broken_gold.csv"
+    if content is not None:
+        gold.write_bytes(content)
+    proc = mura("score", gold, sub)
+    assert_host_error(proc, *needles)
+    assert proc.stderr.startswith("organiser error: ")
+
+
+def test_broken_gold_wins_over_a_broken_submission(tmp_path):
+    gold = write(tmp_path / "gold.csv", b"")
+    sub = write(tmp_path / "sub.csv", b"")
+    assert_host_error(mura("score", gold, sub), "gold file")
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("--gold-raters", "Rad1,Rad9,Rad2"), "Rad9"),
+        (("--gold-raters", "Rad1,Rad2"), "odd number"),
+        (("--gold-raters", "Rad1,Rad1,Rad2"), "twice"),
+        (("--resamples", "0"), "--resamples"),
+        (("--confidence", "1.5"), "--confidence"),
+        (("--no-such-option",), "No such option"),
+    ],
+)
+def test_bad_options_are_host_errors(case, args, needle):
+    gold, sub, _ = case
+    assert_host_error(mura("score", gold, sub, *args), needle)
+
+
+def test_gold_with_crlf_bom_and_header_is_accepted(case, tmp_path):
+    gold, sub, _ = case
+    text = "study,Rad1,Rad2,Rad3,Rad4,Rad5,Rad6\n" + gold.read_text()
+    crlf = write(tmp_path / "gold_crlf.csv", b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    a = json.loads(mura("score", crlf, sub, "--format", "json", "--resamples", "50").stdout)
+    b = json.loads(mura("score", gold, sub, "--format", "json", "--resamples", "50").stdout)
+    assert a["model"] == b["model"]
