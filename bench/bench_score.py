@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scorer import example_data  # noqa: E402
-from scorer.pipeline import Settings, score_group  # noqa: E402
+from scorer.pipeline import score_group  # noqa: E402
+from scorer.settings import Settings  # noqa: E402
 
 
 def naive_bootstrap(truth, raters: dict, resamples: int, seed: int) -> dict:

@@ -14,6 +14,7 @@ from mura import __version__
 # The help text lives here so `mura --help` lists commands without importing any of them.
 COMMANDS: dict[str, tuple[str, str, str | None, str]] = {
     "score": ("scorer.cli", "score", None, "Score a submission's predictions against the gold standard."),
+    "audit-labels": ("scorer.cli", "audit_labels", None, "Audit a dataset's labels against radiologists."),
 }
 
 # The modules each extra brings; a command whose extra is missing says which one to install.

@@ -10,11 +10,14 @@ resampling studies.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
+
+from scorer.metrics import METRICS, defined
 
 Counts = NDArray[np.int64]
 
@@ -90,3 +93,30 @@ def percentile_interval(values: NDArray[np.float64], confidence: float) -> tuple
     tail = 100.0 * (1.0 - confidence) / 2.0
     lower, upper = np.percentile(defined, [tail, 100.0 - tail])
     return float(lower), float(upper), undefined
+
+
+def metric_interval(
+    record: dict, metric: str, observed: NDArray, resampled: NDArray, confidence: float, prefix: str = ""
+) -> tuple[NDArray[np.float64], int]:
+    """Put `metric`, `metric_lower`, `metric_upper` into `record`, from observed (4,) and
+    resampled (resamples, 4) confusion counts; return the resampled values and how many of
+    them are undefined."""
+    fn = METRICS[metric]
+    boot = fn(*np.moveaxis(resampled, -1, 0))
+    lower, upper, undefined = percentile_interval(boot, confidence)
+    record[f"{prefix}{metric}"] = defined(float(fn(*observed)))
+    record[f"{prefix}{metric}_lower"] = defined(lower)
+    record[f"{prefix}{metric}_upper"] = defined(upper)
+    return boot, undefined
+
+
+def paired_difference(
+    a: float | None, b: float | None, resampled: NDArray[np.float64], confidence: float
+) -> dict:
+    """a - b with the percentile interval of its paired resamples; significant when that
+    interval excludes 0."""
+    if a is None or b is None:
+        return {"difference": None, "lower": None, "upper": None, "significant": None}
+    lower, upper, _ = percentile_interval(resampled, confidence)
+    significant = None if math.isnan(lower) else bool(lower > 0 or upper < 0)
+    return {"difference": a - b, "lower": defined(lower), "upper": defined(upper), "significant": significant}

@@ -45,6 +45,18 @@ def write_text(path: Path, text: str) -> None:
     "--confidence", type=float, default=0.95, show_default=True, help="Confidence level of the intervals."
 )
 @click.option(
+    "--probabilities",
+    type=click.Path(path_type=Path),
+    help="The submission's per-study probabilities (`study_path/,p`): adds AUC with its interval, "
+    "the ROC curve and the radiologists' operating points.",
+)
+@click.option(
+    "--strata",
+    type=click.Path(path_type=Path),
+    help="The organiser's `study_path/,finding[;finding...]` file: adds each stratum's sensitivity "
+    "(or specificity) and flags hidden stratification.",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "json"]),
@@ -71,6 +83,8 @@ def score(
     seed: int,
     resamples: int,
     confidence: float,
+    probabilities: Path | None,
+    strata: Path | None,
     fmt: str,
     json_out: Path | None,
     html_out: Path | None,
@@ -87,11 +101,14 @@ def score(
     predictions.csv`: the top-level keys Elbow_Mean, Elbow_Lower, ..., Overall_Upper come first.
     """
     from scorer import report
-    from scorer.pipeline import Settings, rater_names, score_files
+    from scorer.pipeline import score_files
+    from scorer.settings import Settings, rater_names
 
     settings = Settings(rater_names(gold_raters), seed, resamples, confidence)
     try:
-        result = score_files(gold, predictions, settings)
+        result = score_files(
+            gold, predictions, settings, probabilities_path=probabilities, strata_path=strata
+        )
     except ScoringError as exc:
         fail(exc)
     text = report.to_json(result)
@@ -100,3 +117,50 @@ def score(
     if html_out is not None:
         write_text(html_out, report.to_html(result))
     click.echo(text if fmt == "json" else report.to_table(result), nl=False)
+
+
+@click.command("audit-labels")
+@click.argument("labels", type=click.Path(path_type=Path))
+@click.argument("gold", type=click.Path(path_type=Path))
+@click.option(
+    "--strata",
+    type=click.Path(path_type=Path),
+    help="`study_path/,finding[;finding...]`: the audit per finding, too.",
+)
+@click.option("--gold-raters", metavar="R1,R2,R3", help="As for `mura score`.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resamples", type=int, default=10_000, show_default=True)
+@click.option("--confidence", type=float, default=0.95, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path))
+def audit_labels(
+    labels: Path,
+    gold: Path,
+    strata: Path | None,
+    gold_raters: str | None,
+    seed: int,
+    resamples: int,
+    confidence: float,
+    fmt: str,
+    json_out: Path | None,
+    html_out: Path | None,
+) -> None:
+    """How good are a dataset's own labels? Sensitivity and specificity of LABELS (a
+    `study,label` file such as MURA's valid_labeled_studies.csv) against GOLD (radiologists'
+    reads, as for `mura score`), per study type and per stratum, with bootstrap intervals."""
+    from scorer import report
+    from scorer.audit import audit_files
+    from scorer.settings import Settings, rater_names
+
+    settings = Settings(rater_names(gold_raters), seed, resamples, confidence)
+    try:
+        result = audit_files(labels, gold, settings, strata)
+    except ScoringError as exc:
+        fail(exc)
+    text = report.to_json(result)
+    if json_out is not None:
+        write_text(json_out, text)
+    if html_out is not None:
+        write_text(html_out, report.audit_to_html(result))
+    click.echo(text if fmt == "json" else report.audit_to_table(result), nl=False)

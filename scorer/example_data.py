@@ -83,7 +83,8 @@ def write_examples(out: Path, seed: int = 0) -> dict[str, Path]:
 def main(argv: list[str]) -> int:
     from scorer import report
     from scorer.errors import ScoringError
-    from scorer.pipeline import Settings, score_files
+    from scorer.pipeline import score_files
+    from scorer.settings import Settings
 
     out = Path(argv[0] if argv else "demo-output")
     files = write_examples(out)

@@ -9,7 +9,8 @@ All files are header-less, comma-separated text (MURA's official files). Two str
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def _looks_like_header(row: Row) -> bool:
     return "/" not in row.fields[0] and any(value not in BINARY for value in row.fields[1:])
 
 
-# --- the participant's predictions ------------------------------------------------------------
+# --- the participant's predictions and probabilities -----------------------------------------
 
 
 @dataclass(frozen=True)
@@ -100,47 +101,81 @@ class Prediction:
     line: int
     study: str  # canonical key
     written: str  # the path as the participant wrote it
-    value: int
+    value: float  # 0/1 for predictions, a probability for probabilities
 
 
-def read_predictions(path: str | Path) -> list[Prediction]:
-    """A submission's `output.csv`: `study_path/,0|1` per line, nothing else."""
-    what = "predictions file"
+@dataclass(frozen=True)
+class SubmissionFile:
+    """What a participant's two-column file holds: its name, form and value rule."""
+
+    what: str
+    form: str
+    expected: str  # what the second field must be
+    accept: Callable[[str], bool]
+    hint: Callable[[list[str]], str]  # what to do, given the offending values
+
+
+def _binary_hint(values: list[str]) -> str:
+    if any(_is_number(v) for v in values):
+        return "threshold probabilities first (abnormal = 1 when p > 0.5)"
+    return "write 0 for normal and 1 for abnormal"
+
+
+def _is_probability(text: str) -> bool:
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return 0.0 <= value <= 1.0  # False for NaN too
+
+
+PREDICTIONS = SubmissionFile(
+    "predictions file", PREDICTION_FORM, "0 or 1", lambda v: v in BINARY, _binary_hint
+)
+PROBABILITIES = SubmissionFile(
+    "probabilities file",
+    "`study_path/,probability`, e.g. `MURA-v1.1/valid/XR_WRIST/patient11185/study1/,0.8312`",
+    "a probability of abnormality between 0 and 1",
+    _is_probability,
+    lambda values: "write each study's probability of abnormality as a number from 0 to 1",
+)
+
+
+def read_predictions(path: str | Path, kind: SubmissionFile = PREDICTIONS) -> list[Prediction]:
+    """A submission's `output.csv` (`study_path/,0|1` per line, nothing else) or, with
+    kind=PROBABILITIES, its per-study probabilities file (`study_path/,p`)."""
+    what = kind.what
     rows = read_rows(path, what=what, participant=True)
 
-    if len(rows[0].fields) == 2 and _looks_like_header(rows[0]):
+    if len(rows[0].fields) == 2 and _looks_like_header(rows[0]) and not kind.accept(rows[0].fields[1]):
         raise ParticipantError(
             f"{what} line 1 looks like a header ({','.join(rows[0].fields)!r}); expected no "
-            f"header, every line {PREDICTION_FORM}; delete the first line"
+            f"header, every line {kind.form}; delete the first line"
         )
     wrong = [row for row in rows if len(row.fields) != 2]
     if wrong:
         counts = sorted({len(row.fields) for row in wrong})
         raise ParticipantError(
-            f"{what}: expected 2 comma-separated fields on every line, {PREDICTION_FORM}; "
+            f"{what}: expected 2 comma-separated fields on every line, {kind.form}; "
             f"found {'/'.join(map(str, counts))} fields on {len(wrong)} of {len(rows)} lines "
-            f"(lines {_lines(wrong)}); write exactly one study path and one 0 or 1 per line"
+            f"(lines {_lines(wrong)}); write exactly one study path and one value per line"
         )
     empty = [row for row in rows if not row.fields[0]]
     if empty:
         raise ParticipantError(
             f"{what}: expected a study path before the comma on every line; found none on "
-            f"{len(empty)} lines (lines {_lines(empty)}); write {PREDICTION_FORM}"
+            f"{len(empty)} lines (lines {_lines(empty)}); write {kind.form}"
         )
-    bad = [row for row in rows if row.fields[1] not in BINARY]
+    bad = [row for row in rows if not kind.accept(row.fields[1])]
     if bad:
-        values = examples(dict.fromkeys(repr(row.fields[1]) for row in bad))
-        hint = (
-            "threshold probabilities first (abnormal = 1 when p > 0.5)"
-            if any(_is_number(row.fields[1]) for row in bad)
-            else "write 0 for normal and 1 for abnormal"
-        )
+        values = list(dict.fromkeys(row.fields[1] for row in bad))
         raise ParticipantError(
-            f"{what}: expected the second field to be 0 or 1 on every line; found other "
-            f"values on {len(bad)} of {len(rows)} lines (lines {_lines(bad)}: {values}); {hint}"
+            f"{what}: expected the second field to be {kind.expected} on every line; found other "
+            f"values on {len(bad)} of {len(rows)} lines (lines {_lines(bad)}: "
+            f"{examples(map(repr, values))}); {kind.hint(values)}"
         )
     return [
-        Prediction(row.line, normalize_study(row.fields[0]), row.fields[0], int(row.fields[1]))
+        Prediction(row.line, normalize_study(row.fields[0]), row.fields[0], float(row.fields[1]))
         for row in rows
     ]
 
@@ -167,9 +202,10 @@ class RaterTable:
     votes: np.ndarray  # (studies, raters), int8
 
 
-def read_gold(path: str | Path) -> RaterTable:
-    """`study,label`, `study,Rad1,Rad2,Rad3` or `study,Rad1,...,RadK`; a header row is optional."""
-    what = "gold file"
+def read_gold(path: str | Path, what: str = "gold file") -> RaterTable:
+    """`study,label`, `study,Rad1,Rad2,Rad3` or `study,Rad1,...,RadK`; a header row is optional.
+
+    Also reads a dataset's own `study,label` files (MURA's `*_labeled_studies.csv`)."""
     rows = read_rows(path, what=what, participant=False)
 
     header: tuple[str, ...] | None = None
@@ -232,3 +268,44 @@ def _check_unique(studies: Sequence[str], rows: Sequence[Row], what: str, path: 
             f"{what} {path}: expected each study once; found {len(repeated)} repeated: "
             f"{examples(repeated)}; keep one row per study"
         )
+
+
+# --- the organiser's strata file --------------------------------------------------------------
+
+STRATUM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]*$")
+
+
+def read_strata(path: str | Path, studies: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """`study_path/,finding[;finding...]` per row (a header row is optional): each listed
+    study's findings. Every study must be one of `studies` (the gold file's); studies without a
+    row are unstratified."""
+    what = "strata file"
+    rows = read_rows(path, what=what, participant=False)
+    if "/" not in rows[0].fields[0]:
+        rows = rows[1:]  # a header
+        if not rows:
+            raise HostError(f"{what} {path} has a header but no rows")
+    wrong = [row for row in rows if len(row.fields) != 2]
+    if wrong:
+        raise HostError(
+            f"{what} {path}: expected 2 fields on every row, `study_path/,finding[;finding...]`; "
+            f"found other counts on {len(wrong)} rows (lines {_lines(wrong)})"
+        )
+    findings = [tuple(f.strip() for f in row.fields[1].split(";") if f.strip()) for row in rows]
+    bad = [row for row, names in zip(rows, findings) if not names or not all(map(STRATUM_NAME.match, names))]
+    if bad:
+        raise HostError(
+            f"{what} {path}: expected one or more finding names separated by ';' (letters, digits, "
+            f"space, _ . + -) after the study; found {bad[0].fields[1]!r} on line {bad[0].line}"
+            f"{f' and {len(bad) - 1} more rows' if len(bad) > 1 else ''}"
+        )
+    keys = [normalize_study(row.fields[0]) for row in rows]
+    _check_unique(keys, rows, what, path)
+    known = set(studies)
+    unknown = [row for row, key in zip(rows, keys) if key not in known]
+    if unknown:
+        raise HostError(
+            f"{what} {path}: expected only studies of the gold file; found {len(unknown)} others "
+            f"(lines {_lines(unknown)}, e.g. {unknown[0].fields[0]!r}); fix the paths or the gold file"
+        )
+    return dict(zip(keys, findings))

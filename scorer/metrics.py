@@ -9,6 +9,7 @@ Working on counts, not on per-study arrays, is what makes the bootstrap cheap (s
 
 from __future__ import annotations
 
+import math
 from statistics import NormalDist
 
 import numpy as np
@@ -147,6 +148,15 @@ def undefined_reason(metric: str, tp: int, fp: int, tn: int, fn: int) -> str | N
     if metric == "f1" and 2 * tp + fp + fn == 0:
         return "no abnormal studies and no abnormal predictions"
     return None
+
+
+def defined(value: float | None) -> float | None:
+    """A metric as the reports carry it: None (JSON null) where it is undefined (NaN).
+
+    >>> defined(float("nan")) is None
+    True
+    """
+    return None if value is None or math.isnan(value) else float(value)
 
 
 def normal_quantile(confidence: float) -> float:

@@ -7,62 +7,100 @@ plain dict (the JSON that `mura score --format json` prints), which report.py re
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
-from scorer import bootstrap, metrics
-from scorer.errors import HostError
-from scorer.formats import RaterTable, read_gold, read_predictions
+from scorer import bootstrap, metrics, roc
+from scorer.formats import PROBABILITIES, RaterTable, read_gold, read_predictions, read_strata
 from scorer.gold import Panel, choose_panel, majority, reads
 from scorer.paths import OVERALL, STUDY_TYPES, type_key
+from scorer.settings import Settings
+from scorer.strata import score_strata, stratum_masks
 from scorer.validate import align
 
 RESULT_FORMAT = "mura-kit score v1"
 MODEL = "model"
 
 
-@dataclass(frozen=True)
-class Settings:
-    gold_raters: tuple[str, ...] | None = None  # None: all, the label, or 3 drawn with `seed`
-    seed: int = 0
-    resamples: int = 10_000
-    confidence: float = 0.95
+def score_files(
+    gold_path: str | Path,
+    predictions_path: str | Path,
+    settings: Settings,
+    *,
+    probabilities_path: str | Path | None = None,
+    strata_path: str | Path | None = None,
+) -> dict:
+    """Score a predictions file against a gold file. Raises HostError or ParticipantError.
 
-    def check(self) -> None:
-        if self.resamples < 1:
-            raise HostError(f"--resamples must be at least 1, found {self.resamples}")
-        if not 0.0 < self.confidence < 1.0:
-            raise HostError(f"--confidence must lie strictly between 0 and 1, found {self.confidence}")
-        if self.seed < 0:
-            raise HostError(f"--seed must be a non-negative integer, found {self.seed}")
-
-
-def score_files(gold_path: str | Path, predictions_path: str | Path, settings: Settings) -> dict:
-    """Score a predictions file against a gold file. Raises HostError or ParticipantError."""
+    With `probabilities_path` (the submission's per-study probabilities) the result also has
+    `roc`: AUC with its interval and the radiologists' operating points. With `strata_path`
+    (the organiser's `study,finding[;finding]` file) it has `strata`: hidden stratification.
+    """
     settings.check()
-    # The gold file first: if it is broken, the organiser must hear of it, not the participant.
+    # The organiser's files first: if one is broken, the organiser must hear of it, not the
+    # participant.
     table = read_gold(gold_path)
     panel = choose_panel(table, settings.gold_raters, settings.seed)
-    predictions = read_predictions(predictions_path)
-    model = align(predictions, table.studies)
+    findings = read_strata(strata_path, table.studies) if strata_path is not None else None
+    model = align(read_predictions(predictions_path), table.studies)
+    probabilities = None
+    if probabilities_path is not None:
+        submitted = read_predictions(probabilities_path, PROBABILITIES)
+        probabilities = align(submitted, table.studies, PROBABILITIES)
+
     result = score_table(table, panel, model, settings)
+    truth, raters = rater_reads(table, panel, model)
+    if findings is not None:
+        result["strata"] = score_strata(truth, raters, stratum_masks(table.studies, findings), settings)
+        result["strata"]["unstratified"] = len(table.studies) - len(findings)
+        result["notes"] += result["strata"]["flags"]
+    if probabilities is not None:
+        result["roc"] = score_probabilities(table, truth, raters, probabilities, settings)
+
+    inputs = {"gold": gold_path, "predictions": predictions_path}
+    inputs.update({"probabilities": probabilities_path} if probabilities_path is not None else {})
+    inputs.update({"strata": strata_path} if strata_path is not None else {})
     result["inputs"] = {
-        "gold": {"file": str(gold_path), "sha256": file_sha256(gold_path)},
-        "predictions": {"file": str(predictions_path), "sha256": file_sha256(predictions_path)},
+        name: {"file": str(path), "sha256": file_sha256(path)} for name, path in inputs.items()
     }
     return result
 
 
-def score_table(table: RaterTable, panel: Panel, model: NDArray[np.integer], settings: Settings) -> dict:
-    """Score the model's reads (aligned with `table.studies`) and the panel's radiologists."""
-    truth = majority(table, panel.gold)
+def rater_reads(
+    table: RaterTable, panel: Panel, model: NDArray[np.integer]
+) -> tuple[NDArray[np.int8], dict[str, NDArray[np.int8]]]:
+    """The gold standard, and the reads of the model then of each radiologist."""
     raters = {MODEL: np.asarray(model, dtype=np.int8)}
     raters.update({name: reads(table, name) for name in panel.radiologists})
+    return majority(table, panel.gold), raters
+
+
+def score_probabilities(
+    table: RaterTable,
+    truth: NDArray,
+    raters: Mapping[str, NDArray],
+    probabilities: NDArray,
+    settings: Settings,
+) -> dict:
+    """ROC analysis overall (curve, AUC, radiologists' points) and AUC per study type."""
+    radiologists = {name: reads for name, reads in raters.items() if name != MODEL}
+    args = (settings.resamples, settings.seed, settings.confidence)
+    report = roc.roc_report(truth, probabilities, radiologists, *args)
+    types = np.array(table.types)
+    report["per_type"] = {}
+    for t in STUDY_TYPES:
+        mask = types == t
+        per_type = roc.roc_report(truth[mask], probabilities[mask], {}, *args, group=type_key(t))
+        report["per_type"][type_key(t)] = {k: per_type[k] for k in ("auc", "auc_lower", "auc_upper")}
+    return report
+
+
+def score_table(table: RaterTable, panel: Panel, model: NDArray[np.integer], settings: Settings) -> dict:
+    """Score the model's reads (aligned with `table.studies`) and the panel's radiologists."""
+    truth, raters = rater_reads(table, panel, model)
     groups = {OVERALL: np.ones(len(table.studies), dtype=bool)}
     types = np.array(table.types)
     groups.update({type_key(t): types == t for t in STUDY_TYPES})
@@ -109,8 +147,11 @@ def score_table(table: RaterTable, panel: Panel, model: NDArray[np.integer], set
 def score_group(
     truth: NDArray[np.integer], raters: Mapping[str, NDArray[np.integer]], group: str, settings: Settings
 ) -> dict:
-    """Metrics, bootstrap and asymptotic intervals and paired differences for one group."""
+    """Metrics, bootstrap and asymptotic intervals for each rater of one group, and the paired
+    difference in kappa between the first rater (the subject: the model, or the labels being
+    audited) and each of the others."""
     names = list(raters)
+    subject = names[0]
     cells = bootstrap.joint_cells([truth, *raters.values()])
     observed = bootstrap.confusions(cells, len(names))  # (raters, 4)
     drawn = bootstrap.resample_cells(cells, settings.resamples, settings.seed, group)
@@ -123,15 +164,12 @@ def score_group(
     for i, name in enumerate(names):
         tp, fp, tn, fn = (int(x) for x in observed[i])
         record: dict = {"n": tp + fp + tn + fn, "tp": tp, "fp": fp, "tn": tn, "fn": fn}
-        for metric, fn_ in metrics.METRICS.items():
-            value = float(fn_(tp, fp, tn, fn))
-            boot = fn_(*np.moveaxis(resampled[:, i, :], -1, 0))
-            lower, upper, undefined = bootstrap.percentile_interval(boot, settings.confidence)
-            record[metric] = _num(value)
-            record[f"{metric}_lower"] = _num(lower)
-            record[f"{metric}_upper"] = _num(upper)
+        for metric in metrics.METRICS:
+            boot, undefined = bootstrap.metric_interval(
+                record, metric, observed[i], resampled[:, i], settings.confidence
+            )
             reason = metrics.undefined_reason(metric, tp, fp, tn, fn)
-            if reason and (metric == "kappa" or name == MODEL):
+            if reason and (metric == "kappa" or name == subject):
                 notes.append(f"{group}: {metric} of {name} is undefined ({reason}); reported as null")
             if metric == "kappa":
                 kappas[name] = boot
@@ -142,26 +180,21 @@ def score_group(
                         f"{settings.resamples} resamples; its interval uses the others"
                     )
         se = float(metrics.kappa_standard_error(tp, fp, tn, fn))
-        record["kappa_se"] = _num(se)
+        record["kappa_se"] = metrics.defined(se)
         kappa = record["kappa"]
         record["kappa_asymptotic_lower"] = None if kappa is None else max(-1.0, kappa - z * se)
         record["kappa_asymptotic_upper"] = None if kappa is None else min(1.0, kappa + z * se)
         records[name] = record
 
-    differences = {}
-    for name in names[1:]:
-        model_k, rad_k = records[MODEL]["kappa"], records[name]["kappa"]
-        if model_k is None or rad_k is None:
-            differences[name] = {"difference": None, "lower": None, "upper": None, "significant": None}
-            continue
-        lower, upper, _ = bootstrap.percentile_interval(kappas[MODEL] - kappas[name], settings.confidence)
-        significant = None if math.isnan(lower) else bool(lower > 0 or upper < 0)
-        differences[name] = {
-            "difference": model_k - rad_k,
-            "lower": _num(lower),
-            "upper": _num(upper),
-            "significant": significant,
-        }
+    differences = {
+        name: bootstrap.paired_difference(
+            records[subject]["kappa"],
+            records[name]["kappa"],
+            kappas[subject] - kappas[name],
+            settings.confidence,
+        )
+        for name in names[1:]
+    }
     return {"raters": records, "differences": differences, "notes": notes}
 
 
@@ -183,16 +216,4 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _num(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else float(value)
-
-
-def rater_names(settings_value: str | None) -> tuple[str, ...] | None:
-    """`Rad1,Rad4,Rad5` -> ('Rad1', 'Rad4', 'Rad5')."""
-    if not settings_value:
-        return None
-    names = tuple(name.strip() for name in settings_value.split(",") if name.strip())
-    return names or None
-
-
-__all__: Sequence[str] = ["Settings", "score_files", "score_group", "score_table"]
+__all__: Sequence[str] = ["score_files", "score_group", "score_table"]

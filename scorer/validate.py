@@ -12,12 +12,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from scorer.errors import ParticipantError, examples, hide_labels
-from scorer.formats import PREDICTION_FORM, Prediction
+from scorer.formats import PREDICTIONS, Prediction, SubmissionFile
 
 
-def align(predictions: Sequence[Prediction], studies: Sequence[str]) -> np.ndarray:
-    """The predicted 0/1 for each study in `studies`, in that order."""
-    what = "predictions file"
+def align(
+    predictions: Sequence[Prediction], studies: Sequence[str], kind: SubmissionFile = PREDICTIONS
+) -> np.ndarray:
+    """The submitted value for each study in `studies`, in that order: int8 0/1 for
+    predictions, float64 for probabilities."""
+    what = kind.what
     first: dict[str, Prediction] = {}
     repeated: dict[str, list[int]] = {}
     for prediction in predictions:
@@ -54,6 +57,7 @@ def align(predictions: Sequence[Prediction], studies: Sequence[str]) -> np.ndarr
         raise ParticipantError(
             f"{what}: expected one row for each of the {len(studies)} studies in the input, "
             f"found {matched}; missing {len(missing)}: {examples(map(hide_labels, missing))}; "
-            f"add a row {PREDICTION_FORM} for each (predict every study, even when unsure){hint}"
+            f"add a row {kind.form} for each (predict every study, even when unsure){hint}"
         )
-    return np.array([first[study].value for study in studies], dtype=np.int8)
+    dtype = np.int8 if kind is PREDICTIONS else np.float64
+    return np.array([first[study].value for study in studies], dtype=dtype)

@@ -6,7 +6,8 @@ import pytest
 from scorer import bootstrap, metrics
 from scorer.example_data import make_test, noisy_predictions
 from scorer.gold import Panel
-from scorer.pipeline import Settings, score_group
+from scorer.pipeline import score_group
+from scorer.settings import Settings
 
 
 def _direct_bootstrap(truth, pred, rad, resamples, seed):

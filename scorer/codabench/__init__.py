@@ -37,7 +37,7 @@ def _pick(folder: Path, preferred: tuple[str, ...], error: type[ScoringError], w
 
 
 def _settings(ref: Path):  # -> Settings
-    from scorer.pipeline import Settings
+    from scorer.settings import Settings
 
     config = ref / "scoring.json"
     if not config.is_file():
