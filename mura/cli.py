@@ -15,6 +15,7 @@ from mura import __version__
 COMMANDS: dict[str, tuple[str, str, str | None, str]] = {
     "score": ("scorer.cli", "score", None, "Score a submission's predictions against the gold standard."),
     "audit-labels": ("scorer.cli", "audit_labels", None, "Audit a dataset's labels against radiologists."),
+    "synth": ("reference_model.synth", "command", "model", "Generate a MURA-shaped tree of synthetic X-rays."),
 }
 
 # The modules each extra brings; a command whose extra is missing says which one to install.
