@@ -15,7 +15,15 @@ from mura import __version__
 COMMANDS: dict[str, tuple[str, str, str | None, str]] = {
     "score": ("scorer.cli", "score", None, "Score a submission's predictions against the gold standard."),
     "audit-labels": ("scorer.cli", "audit_labels", None, "Audit a dataset's labels against radiologists."),
-    "synth": ("reference_model.synth", "command", "model", "Generate a MURA-shaped tree of synthetic X-rays."),
+    "synth": ("reference_model.synth", "command", "model", "Generate MURA-shaped synthetic X-rays."),
+    "train": (
+        "reference_model.train",
+        "command",
+        "model",
+        "Train the reference DenseNet (the paper's recipe).",
+    ),
+    "bundle": ("reference_model.bundle", "command", "model", "Assemble an ensemble bundle from checkpoints."),
+    "cam": ("reference_model.cam", "command", "model", "Class activation maps of a study's views."),
 }
 
 # The modules each extra brings; a command whose extra is missing says which one to install.

@@ -73,6 +73,7 @@ class Options:
     rgb_rate: float = 0.05
     label_miss_rate: float = 0.4
     rater_error: float = 0.1
+    findings: tuple[str, ...] = FINDINGS  # which kinds of finding abnormal studies carry
 
     def check(self) -> None:
         for name in ("train_studies", "valid_studies", "test_studies"):
@@ -88,6 +89,12 @@ class Options:
                 raise SynthError(f"--{name.replace('_', '-')} must lie between 0 and 1, found {value}")
         if self.seed < 0:
             raise SynthError(f"--seed must be a non-negative integer, found {self.seed}")
+        unknown = [f for f in self.findings if f not in FINDINGS]
+        if unknown or not self.findings:
+            raise SynthError(
+                f"--findings must name some of {', '.join(FINDINGS)}; "
+                f"found {', '.join(self.findings) or 'none'}"
+            )
 
     def studies(self, split: str) -> int:
         return getattr(self, f"{split}_studies")
@@ -108,8 +115,10 @@ class Study:
     @property
     def path(self) -> str:
         suffix = "positive" if self.label else "negative"
-        return (f"{ROOT_NAME}/{self.split}/XR_{self.study_type}/patient{self.patient:05d}/"
-                f"study{self.number}_{suffix}/")  # fmt: skip
+        return (
+            f"{ROOT_NAME}/{self.split}/XR_{self.study_type}/patient{self.patient:05d}/"
+            f"study{self.number}_{suffix}/"
+        )
 
 
 @dataclass
@@ -123,8 +132,11 @@ class Summary:
 
     def files(self) -> dict[str, Path]:
         base = self.root / ROOT_NAME
-        names = {f"{s}_{kind}": base / f"{s}_{kind}.csv" for s in SPLITS
-                 for kind in ("image_paths", "labeled_studies", "strata", "findings")}  # fmt: skip
+        names = {
+            f"{s}_{kind}": base / f"{s}_{kind}.csv"
+            for s in SPLITS
+            for kind in ("image_paths", "labeled_studies", "strata", "findings")
+        }
         names["test_radiologists"] = base / "test_radiologists.csv"
         return names
 
@@ -150,12 +162,20 @@ def plan(options: Options) -> list[Study]:
                         break
                     finding = "normal"
                     if rng.random() < options.abnormal_rate:
-                        finding = str(rng.choice(FINDINGS, p=FINDING_SHARE))
+                        share = np.array([FINDING_SHARE[FINDINGS.index(f)] for f in options.findings])
+                        finding = str(rng.choice(options.findings, p=share / share.sum()))
                     missed = finding == "degenerative" and rng.random() < options.label_miss_rate
                     views = int(rng.choice(VIEW_COUNTS, p=VIEW_SHARE / VIEW_SHARE.sum()))
-                    study = Study(split, str(study_type), patient, number, finding,
-                                  int(finding != "normal" and not missed), views,
-                                  (options.seed, split_index, len(studies)))  # fmt: skip
+                    study = Study(
+                        split,
+                        str(study_type),
+                        patient,
+                        number,
+                        finding,
+                        int(finding != "normal" and not missed),
+                        views,
+                        (options.seed, split_index, len(studies)),
+                    )
                     if finding != "normal":
                         shows = rng.random(views) < 0.85
                         shows[rng.integers(views)] = True  # at least one view shows it
@@ -206,8 +226,11 @@ def layout(study_type: str, rng: np.random.Generator) -> list[Segment]:
     if study_type == "FOREARM":
         return [(0.40 + j(), 0.06, 0.43 + j(), 0.94, 0.09), (0.60 + j(), 0.06, 0.57 + j(), 0.94, 0.07)]
     if study_type == "ELBOW":
-        return [(0.5 + j(), 0.02, 0.5, 0.48, 0.15), (0.48, 0.53, 0.32 + j(), 0.98, 0.08),
-                (0.56, 0.53, 0.46 + j(), 0.98, 0.065)]  # fmt: skip
+        return [
+            (0.5 + j(), 0.02, 0.5, 0.48, 0.15),
+            (0.48, 0.53, 0.32 + j(), 0.98, 0.08),
+            (0.56, 0.53, 0.46 + j(), 0.98, 0.065),
+        ]
     if study_type == "WRIST":
         segs = [(0.40 + j(), 0.98, 0.42, 0.58, 0.11), (0.62 + j(), 0.98, 0.60, 0.60, 0.08)]
         for k in range(4):  # metacarpal bases
@@ -222,8 +245,11 @@ def layout(study_type: str, rng: np.random.Generator) -> list[Segment]:
     if study_type == "FINGER":
         return _ray(0.5 + j(), 0.95, rng.uniform(-6, 6), [0.34, 0.25, 0.2], 0.13)
     if study_type == "SHOULDER":
-        return [(0.46 + j(), 0.42, 0.5, 1.0, 0.17), (0.05, 0.14, 0.95, 0.2 + j(), 0.06),
-                (0.62, 0.28, 0.78, 0.55, 0.07)]  # fmt: skip
+        return [
+            (0.46 + j(), 0.42, 0.5, 1.0, 0.17),
+            (0.05, 0.14, 0.95, 0.2 + j(), 0.06),
+            (0.62, 0.28, 0.78, 0.55, 0.07),
+        ]
     raise ValueError(study_type)
 
 
@@ -244,8 +270,10 @@ class View:
         side = min(self.width, self.height) * self.scale
         u, v = (x - 0.5) * side, (y - 0.5) * side * self.height / min(self.width, self.height)
         c, s = math.cos(self.angle), math.sin(self.angle)
-        return (self.width / 2 + c * u - s * v + self.shift[0] * self.width,
-                self.height / 2 + s * u + c * v + self.shift[1] * self.height)  # fmt: skip
+        return (
+            self.width / 2 + c * u - s * v + self.shift[0] * self.width,
+            self.height / 2 + s * u + c * v + self.shift[1] * self.height,
+        )
 
     def size(self, w: float) -> float:
         return w * min(self.width, self.height) * self.scale
@@ -258,8 +286,14 @@ def render(study: Study, view: int, image_size: int, rgb_rate: float):
     rng = np.random.default_rng([*study.seed, view])
     long, short = image_size, int(image_size * rng.uniform(0.4, 1.0))
     width, height = (short, long) if rng.random() < 0.75 else (long, short)
-    place = View(width, height, math.radians(rng.uniform(-15, 15)), rng.uniform(0.8, 1.0),
-                 (rng.uniform(-0.04, 0.04), rng.uniform(-0.04, 0.04)), bool(rng.random() < 0.5))  # fmt: skip
+    place = View(
+        width,
+        height,
+        math.radians(rng.uniform(-15, 15)),
+        rng.uniform(0.8, 1.0),
+        (rng.uniform(-0.04, 0.04), rng.uniform(-0.04, 0.04)),
+        bool(rng.random() < 0.5),
+    )
 
     # Background: a dark gradient with a smooth texture and a little grain.
     low = rng.normal(0, 1, (height // 16 + 2, width // 16 + 2)).astype(np.float32)
@@ -313,8 +347,10 @@ def _finding(draw, finding, segments, place: View, rng, bone: int, marrow: int, 
         # A metal plate along the bone (at least 8% of the image side) with screws across it.
         half = max(0.1, min(0.45 * length, 0.22)) / 2
         pw = max(w * 0.45, 0.035)
-        corners = [(cx + sx * half * ux + sy * pw / 2 * nx, cy + sx * half * uy + sy * pw / 2 * ny)
-                   for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))]  # fmt: skip
+        corners = [
+            (cx + sx * half * ux + sy * pw / 2 * nx, cy + sx * half * uy + sy * pw / 2 * ny)
+            for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+        ]
         draw.polygon([place(*c) for c in corners], fill=250)
         points += [place(*c) for c in corners]
         for k in np.linspace(-0.8, 0.8, 4):
@@ -345,8 +381,11 @@ def _finding(draw, finding, segments, place: View, rng, bone: int, marrow: int, 
                 bx + side * w * 0.35 * nx + sign * w * 0.25 * ux,
                 by + side * w * 0.35 * ny + sign * w * 0.25 * uy,
             )
-            tri = [place(bx - sign * w * 0.2 * ux, by - sign * w * 0.2 * uy), place(*tip),
-                   place(bx + sign * w * 0.15 * ux, by + sign * w * 0.15 * uy)]  # fmt: skip
+            tri = [
+                place(bx - sign * w * 0.2 * ux, by - sign * w * 0.2 * uy),
+                place(*tip),
+                place(bx + sign * w * 0.15 * ux, by + sign * w * 0.15 * uy),
+            ]
             draw.polygon(tri, fill=min(255, bone + 45))
             points += tri
         sclerosis = place(ex, ey)
@@ -357,8 +396,12 @@ def _finding(draw, finding, segments, place: View, rng, bone: int, marrow: int, 
         points += [(sclerosis[0] - r, sclerosis[1] - r), (sclerosis[0] + r, sclerosis[1] + r)]
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     width, height = draw.im.size
-    box = (max(0, math.floor(min(xs))), max(0, math.floor(min(ys))),
-           min(width - 1, math.ceil(max(xs))), min(height - 1, math.ceil(max(ys))))  # fmt: skip
+    box = (
+        max(0, math.floor(min(xs))),
+        max(0, math.floor(min(ys))),
+        min(width - 1, math.ceil(max(xs))),
+        min(height - 1, math.ceil(max(ys))),
+    )
     return box if box[0] < box[2] and box[1] < box[3] else None
 
 
@@ -383,8 +426,14 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
-def generate(out: str | Path, options: Options | None = None, *, workers: int | None = None,
-             force: bool = False, progress: bool = False) -> Summary:  # fmt: skip
+def generate(
+    out: str | Path,
+    options: Options | None = None,
+    *,
+    workers: int | None = None,
+    force: bool = False,
+    progress: bool = False,
+) -> Summary:
     """Write the tree under `out` (see the module docstring). Refuses a non-empty `out` that is
     not an earlier synth tree; an earlier tree made with the same options is reused as it is,
     one made with other options is replaced only with `force`."""
@@ -401,7 +450,9 @@ def generate(out: str | Path, options: Options | None = None, *, workers: int | 
                 "folder; choose another folder (nothing was written)"
             )
         previous = json.loads(marker.read_text())
-        if previous.get("options") == asdict(options) and previous.get("complete"):
+        # Compare as JSON sees them: the marker stores tuples as lists.
+        same = previous.get("options") == json.loads(json.dumps(asdict(options)))
+        if same and previous.get("complete"):
             return Summary(
                 out, previous["studies"], previous["images"], previous["abnormal"], 0.0, reused=True
             )
@@ -442,8 +493,13 @@ def generate(out: str | Path, options: Options | None = None, *, workers: int | 
 
     summary = _write_indexes(out, studies, results, options)
     summary.seconds = time.perf_counter() - start
-    record = {"options": asdict(options), "complete": True, "studies": summary.studies,
-              "images": summary.images, "abnormal": summary.abnormal}  # fmt: skip
+    record = {
+        "options": asdict(options),
+        "complete": True,
+        "studies": summary.studies,
+        "images": summary.images,
+        "abnormal": summary.abnormal,
+    }
     marker.write_text(json.dumps(record, indent=2) + "\n")
     return summary
 
@@ -456,16 +512,19 @@ def _write_indexes(out: Path, studies: list[Study], results: list[list], options
         _lines(base / f"{split}_image_paths.csv", (path for _, r in rows for path, _ in r))
         _lines(base / f"{split}_labeled_studies.csv", (f"{s.path},{s.label}" for s, _ in rows))
         _lines(base / f"{split}_strata.csv", (f"{s.path},{s.finding}" for s, _ in rows))
-        _lines(base / f"{split}_findings.csv", (
-            f"{path},{s.finding},{','.join(map(str, box))}" for s, r in rows for path, box in r if box
-        ))  # fmt: skip
+        _lines(
+            base / f"{split}_findings.csv",
+            (f"{path},{s.finding},{','.join(map(str, box))}" for s, r in rows for path, box in r if box),
+        )
         counts["studies"][split] = len(rows)
         counts["images"][split] = sum(len(r) for _, r in rows)
         counts["abnormal"][split] = sum(s.finding != "normal" for s, _ in rows)
         if split == "test":
             reads = radiologist_reads([s for s, _ in rows], options)
-            _lines(base / "test_radiologists.csv",
-                   (f"{s.path}," + ",".join(map(str, r)) for (s, _), r in zip(rows, reads)))  # fmt: skip
+            _lines(
+                base / "test_radiologists.csv",
+                (f"{s.path}," + ",".join(map(str, r)) for (s, _), r in zip(rows, reads)),
+            )
     return Summary(out, counts["studies"], counts["images"], counts["abnormal"], 0.0)
 
 
@@ -474,7 +533,7 @@ def _lines(path: Path, lines) -> None:
 
 
 def _diff(previous: dict, options: Options) -> str:
-    now = asdict(options)
+    now = json.loads(json.dumps(asdict(options)))
     changed = [f"{k} {previous.get(k)} -> {v}" for k, v in now.items() if previous.get(k) != v]
     return ", ".join(changed) or "unknown"
 
@@ -530,14 +589,35 @@ if click is not None:
     )
     @click.option("--workers", type=int, default=None, help="Processes (default: the CPUs, at most 4).")
     @click.option("--force", is_flag=True, help="Replace an earlier synth tree made with other options.")
-    def command(out: Path, seed: int, train_studies: int, valid_studies: int, test_studies: int, full: bool,
-                image_size: int, abnormal_rate: float, rgb_rate: float, label_miss_rate: float,
-                rater_error: float, workers: int | None, force: bool) -> None:  # fmt: skip
+    def command(
+        out: Path,
+        seed: int,
+        train_studies: int,
+        valid_studies: int,
+        test_studies: int,
+        full: bool,
+        image_size: int,
+        abnormal_rate: float,
+        rgb_rate: float,
+        label_miss_rate: float,
+        rater_error: float,
+        workers: int | None,
+        force: bool,
+    ) -> None:
         """Write a MURA-v1.1-shaped tree of generated radiographs under OUT."""
         if full:
             train_studies, valid_studies, test_studies = (FULL_SIZE[s] for s in SPLITS)
-        options = Options(seed, train_studies, valid_studies, test_studies, image_size, abnormal_rate,
-                          rgb_rate, label_miss_rate, rater_error)  # fmt: skip
+        options = Options(
+            seed,
+            train_studies,
+            valid_studies,
+            test_studies,
+            image_size,
+            abnormal_rate,
+            rgb_rate,
+            label_miss_rate,
+            rater_error,
+        )
         if workers is not None and workers < 1:
             raise click.ClickException(f"--workers must be at least 1, found {workers}")
         try:
