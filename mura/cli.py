@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str | None, str]] = {
         "Train the reference DenseNet (the paper's recipe).",
     ),
     "bundle": ("reference_model.bundle", "command", "model", "Assemble an ensemble bundle from checkpoints."),
+    "predict": ("reference_model.infer", "command", "model", "Predict studies with an ensemble bundle."),
     "cam": ("reference_model.cam", "command", "model", "Class activation maps of a study's views."),
 }
 

@@ -27,14 +27,16 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from reference_model.architectures import ARCHITECTURES
 from reference_model.data import IMAGENET_MEAN, IMAGENET_STD
 
 BUNDLE_FORMAT = "mura-bundle"
 BUNDLE_VERSION = 1
 AGGREGATIONS = ("mean",)
+ONNX_FILE = "ensemble.onnx"
 
 
 class BundleError(Exception):
@@ -60,9 +62,10 @@ class Manifest:
     threshold: float
     tta_hflip: bool
     members: tuple[Member, ...]
+    onnx: Member | None = None  # the whole ensemble as one ONNX graph, when it was exported
 
     def to_json(self) -> dict:
-        return {
+        data = {
             "format": BUNDLE_FORMAT,
             "version": BUNDLE_VERSION,
             "architecture": self.architecture,
@@ -73,6 +76,9 @@ class Manifest:
             "tta_hflip": self.tta_hflip,
             "members": [m.__dict__ for m in self.members],
         }
+        if self.onnx is not None:
+            data["onnx"] = self.onnx.__dict__
+        return data
 
 
 @dataclass
@@ -80,6 +86,10 @@ class Bundle:
     path: Path
     manifest: Manifest
     models: list  # torch modules in eval mode, one per member
+
+    @property
+    def onnx_path(self) -> Path | None:
+        return None if self.manifest.onnx is None else self.path / self.manifest.onnx.file
 
 
 def sha256_file(path: Path) -> str:
@@ -92,8 +102,6 @@ def sha256_file(path: Path) -> str:
 
 def read_manifest(path: str | Path) -> Manifest:
     """Parse and validate `manifest.json` of a bundle folder (no torch needed)."""
-    from reference_model.model import ARCHITECTURES
-
     folder = Path(path)
     file = folder / "manifest.json"
     if not folder.is_dir():
@@ -143,44 +151,54 @@ def read_manifest(path: str | Path) -> Manifest:
     if not isinstance(tta, bool):
         raise BundleError(f"{file}: 'tta_hflip' should be true or false, found {tta!r}")
     raw = field("members", list, lambda v: len(v) > 0, "a non-empty list")
-    members = []
-    for i, m in enumerate(raw):
-        if (
-            not isinstance(m, dict)
-            or not isinstance(m.get("file"), str)
-            or not isinstance(m.get("sha256"), str)
-        ):
-            raise BundleError(f'{file}: members[{i}] needs a "file" and a "sha256" string, found {m!r}')
-        if Path(m["file"]).name != m["file"]:
-            raise BundleError(
-                f"{file}: members[{i}].file must be a file name inside the bundle, found {m['file']!r}"
-            )
-        members.append(
-            Member(m["file"], m["sha256"], str(m.get("source", "")), m.get("val_loss"), m.get("val_kappa"))
+    members = tuple(_member(m, f"members[{i}]", file) for i, m in enumerate(raw))
+    onnx = None if data.get("onnx") is None else _member(data["onnx"], "onnx", file)
+    return Manifest(arch, size, tuple(mean), tuple(std), aggregation, float(threshold), tta, members, onnx)
+
+
+def _member(m: object, where: str, file: Path) -> Member:
+    if not isinstance(m, dict) or not isinstance(m.get("file"), str) or not isinstance(m.get("sha256"), str):
+        raise BundleError(f'{file}: {where} needs a "file" and a "sha256" string, found {m!r}')
+    if Path(m["file"]).name != m["file"]:
+        raise BundleError(f"{file}: {where}.file must be a file name inside the bundle, found {m['file']!r}")
+    return Member(m["file"], m["sha256"], str(m.get("source", "")), m.get("val_loss"), m.get("val_kappa"))
+
+
+def check_file(folder: Path, member: Member, what: str) -> Path:
+    """The member's file, present and matching its sha256 in the manifest."""
+    file = folder / member.file
+    if not file.is_file():
+        raise BundleError(f"bundle {folder}: {what} file {member.file} is missing")
+    actual = sha256_file(file)
+    if actual != member.sha256:
+        raise BundleError(
+            f"bundle {folder}: {member.file} does not match its sha256 in manifest.json (expected "
+            f"{member.sha256[:12]}..., found {actual[:12]}...): "
+            "the file was changed or damaged; rebuild the bundle"
         )
-    return Manifest(arch, size, tuple(mean), tuple(std), aggregation, float(threshold), tta, tuple(members))
+    return file
 
 
-def load_bundle(path: str | Path, device: str = "cpu") -> Bundle:
+def verify_files(folder: Path, manifest: Manifest) -> None:
+    """Every file the manifest names is present and unchanged (its sha256), before any is used."""
+    if manifest.onnx is not None:
+        check_file(folder, manifest.onnx, "the ONNX")
+    for i, member in enumerate(manifest.members):
+        check_file(folder, member, f"member {i}")
+
+
+def load_bundle(path: str | Path, device: str = "cpu", *, manifest: Manifest | None = None) -> Bundle:
     """The manifest and every member network, validated, in eval mode on `device`."""
     import torch
 
     from reference_model.model import build_model
 
     folder = Path(path)
-    manifest = read_manifest(folder)
+    manifest = manifest or read_manifest(folder)
+    verify_files(folder, manifest)
     models = []
-    for i, member in enumerate(manifest.members):
+    for member in manifest.members:
         file = folder / member.file
-        if not file.is_file():
-            raise BundleError(f"bundle {folder}: member {i} file {member.file} is missing")
-        actual = sha256_file(file)
-        if actual != member.sha256:
-            raise BundleError(
-                f"bundle {folder}: {member.file} does not match its sha256 in manifest.json (expected "
-                f"{member.sha256[:12]}..., found {actual[:12]}...): "
-                "the file was changed or damaged; rebuild the bundle"
-            )
         try:
             state = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -224,17 +242,10 @@ def make_bundle(
     force: bool = False,
 ) -> Manifest:
     """Assemble a bundle from training checkpoints (run folders or their best.pt / last.pt)."""
-    import torch
-
     from reference_model.train import TrainError, load_checkpoint
 
-    out = Path(out)
     if not checkpoints:
         raise BundleError("no checkpoints given; pass one or more run folders or .pt files")
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "manifest.json").is_file())):
-        raise BundleError(f"{out} exists and is not a bundle; choose another --out (nothing was written)")
-    if out.is_dir() and (out / "manifest.json").is_file() and not force:
-        raise BundleError(f"{out} already holds a bundle; pass --force to replace it")
     payloads = []
     for source in checkpoints:
         try:
@@ -248,23 +259,53 @@ def make_bundle(
         )
         raise BundleError(f"an ensemble's members must share architecture and input size; found {listing}")
     arch, size = shapes.pop()
+    members = [(s, p["model"], p.get("val_loss"), p.get("val_kappa")) for s, p in payloads]
+    return write_bundle(members, arch, size, out, threshold=threshold, tta_hflip=tta_hflip, force=force)
+
+
+def write_bundle(
+    members: list[tuple[str, dict, float | None, float | None]],
+    architecture: str,
+    input_size: int,
+    out: str | Path,
+    *,
+    threshold: float = 0.5,
+    tta_hflip: bool = False,
+    force: bool = False,
+    onnx: bool = True,
+) -> Manifest:
+    """Write a bundle of `members` (source, state dict, val_loss, val_kappa) to `out`, with the
+    whole ensemble also exported as one ONNX graph when `onnx` (the fast exact CPU path)."""
+    import torch
+
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "manifest.json").is_file())):
+        raise BundleError(f"{out} exists and is not a bundle; choose another --out (nothing was written)")
+    if out.is_dir() and (out / "manifest.json").is_file() and not force:
+        raise BundleError(f"{out} already holds a bundle; pass --force to replace it")
     # Write into a temporary folder next to `out`, then swap it in: never half a bundle.
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a sandboxed non-root runner must read it
     try:
-        members = []
-        for i, (source, payload) in enumerate(payloads):
+        written = []
+        for i, (source, state, val_loss, val_kappa) in enumerate(members):
             file = tmp / f"member-{i}.pt"
-            torch.save(payload["model"], file)
-            members.append(
-                Member(
-                    file.name, sha256_file(file), source, payload.get("val_loss"), payload.get("val_kappa")
-                )
-            )
+            torch.save(state, file)
+            written.append(Member(file.name, sha256_file(file), source, val_loss, val_kappa))
         manifest = Manifest(
-            arch, size, IMAGENET_MEAN, IMAGENET_STD, "mean", threshold, tta_hflip, tuple(members)
+            architecture,
+            input_size,
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            "mean",
+            threshold,
+            tta_hflip,
+            tuple(written),
         )
+        if onnx:
+            manifest = _with_onnx(manifest, tmp)
         (tmp / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
         if out.exists():
             old = out.with_name(f".{out.name}.old")
@@ -277,6 +318,42 @@ def make_bundle(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _with_onnx(manifest: Manifest, folder: Path) -> Manifest:
+    """Export the ensemble (every member, sigmoid outputs side by side) as one ONNX graph."""
+    import importlib.util
+    import sys
+    import warnings
+
+    import torch
+
+    from reference_model.model import EnsembleNet
+
+    if importlib.util.find_spec("onnx") is None:
+        print(
+            "warning: the onnx package is not installed, so the bundle has no ensemble.onnx and "
+            "predict.py will use torch on CPU (slower); install mura-kit[model] to get it",
+            file=sys.stderr,
+        )
+        return manifest
+    bundle = load_bundle(folder, manifest=manifest)
+    net = EnsembleNet(bundle.models).eval()
+    example = torch.zeros(1, 3, manifest.input_size, manifest.input_size)
+    file = folder / ONNX_FILE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            net,
+            (example,),
+            str(file),
+            dynamo=False,
+            input_names=["images"],
+            output_names=["probabilities"],
+            dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
+            opset_version=17,
+        )
+    return replace(manifest, onnx=Member(file.name, sha256_file(file), "export of the members"))
 
 
 import click  # noqa: E402

@@ -17,12 +17,8 @@ import torch
 import torchvision
 from torch import nn
 
-# torchvision's ImageNet checkpoint file names (the same names its downloader uses).
-ARCHITECTURES = {
-    "densenet121": "densenet121-a639ec97.pth",
-    "densenet169": "densenet169-b2777c0a.pth",
-    "densenet201": "densenet201-c1103571.pth",
-}
+from reference_model.architectures import ARCHITECTURES
+
 # Old DenseNet checkpoints name layers `norm.1`; current torchvision names them `norm1`.
 _LEGACY_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
@@ -75,6 +71,18 @@ def build_model(arch: str = "densenet169", pretrained: str | Path | bool | None 
             load_imagenet_weights(model, path)
     model.classifier = nn.Linear(model.classifier.in_features, 1)
     return model
+
+
+class EnsembleNet(nn.Module):
+    """The members side by side: images (N, 3, H, W) -> probabilities (N, members). One module
+    (and one ONNX graph) runs every member on the same batch of decoded images."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(torch.cat([member(images) for member in self.members], dim=1))
 
 
 def load_imagenet_weights(model: nn.Module, path: Path) -> None:

@@ -80,7 +80,7 @@ def read_rows(path: str | Path, *, what: str, participant: bool) -> list[Row]:
     ]
     if not rows:
         found = "0 bytes" if not data else "only blank lines"
-        raise error(f"{what} is empty: expected one line per study, found {found}")
+        raise error(f"{what} {path} is empty: expected one CSV line per entry, found {found}")
     return rows
 
 

@@ -1,0 +1,502 @@
+"""Batched ensemble inference: the work behind `predict.py` and `mura predict`.
+
+The pipeline streams: image paths are read up front (a few bytes each), images are decoded a
+few batches ahead of the network by a small thread pool, and each study keeps only a running
+sum, so memory stays flat however long the input is.
+
+- Each image is decoded once (PIL: any mode to 8-bit RGB, resized as in training) and every
+  ensemble member runs on the same batch; batches span studies.
+- CPU, fp32 (the default): the bundle's `ensemble.onnx` under ONNX Runtime when both are there
+  (exact: equal to torch within 1e-6, and faster on CPUs), else torch with channels_last.
+  CPU, `--precision bf16`: torch in bfloat16, where the CPU supports it.
+  CUDA: torch with mixed precision, pinned memory and more decoding threads.
+- A view's probability is the mean over the members (and over the mirror image with the
+  manifest's `tta_hflip`); a study's is the mean over its readable views; abnormal iff it is
+  > the manifest's threshold (0.5: the MURA paper's rule).
+- A bad image (missing, empty, truncated, not an image, far too large) is a warning and its
+  study is predicted from its other views. A study with no readable view gets the FALLBACK:
+  normal (0, the majority class) with probability 0.0, and a warning. Every study gets exactly
+  one row.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from reference_model.bundle import BundleError, Manifest, read_manifest, verify_files
+from reference_model.data import DataError, ImageError, load_image, read_image_paths
+from scorer.paths import study_of_image
+
+FALLBACK_LABEL = 0
+FALLBACK_PROBABILITY = 0.0
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+PRECISIONS = ("fp32", "bf16")
+BACKENDS = ("auto", "onnx", "torch")
+
+
+class PredictError(Exception):
+    """The run cannot produce an answer (unreadable input CSV, broken bundle, bad option)."""
+
+
+@dataclass
+class Study:
+    key: str  # the study's folder with a trailing slash: the output's first column
+    images: list[int] = field(default_factory=list)  # indices into the run's image list
+    total: float = 0.0  # running sum of view probabilities
+    views: int = 0  # views that were read
+
+
+@dataclass(frozen=True)
+class Summary:
+    studies: int
+    images: int
+    unreadable: int
+    fallback: int
+    seconds: float
+    backend: str
+
+    def line(self) -> str:
+        rate = self.images / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"predicted {self.studies} studies from {self.images} images in {self.seconds:.1f} s "
+            f"({rate:.1f} images/s, {self.backend}); {_count(self.unreadable, 'unreadable image')}, "
+            f"{_count(self.fallback, 'study', 'studies')} given the fallback"
+        )
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+# --- input ------------------------------------------------------------------------------------
+
+
+def read_input(path: str | Path, cwd: Path | None = None) -> tuple[list[str], list[Study]]:
+    """The input's image paths and its studies in order of first appearance.
+
+    Accepts a header line, CRLF, blank lines, blanks around a path and absolute paths (written
+    relative to `cwd` when they lie under it, so the output keeps the contract's form)."""
+    cwd = (cwd or Path.cwd()).resolve()
+    try:
+        paths = read_image_paths(Path(path))
+    except DataError as exc:
+        raise PredictError(f"cannot read the input CSV: {exc}") from None
+    if paths and _is_header(paths[0]):
+        paths = paths[1:]
+    if not paths:
+        raise PredictError(
+            f"input CSV {path} lists no images; expected one image path per line "
+            "(e.g. MURA-v1.1/valid/XR_WRIST/patient11185/study1_positive/image1.png)"
+        )
+    studies: dict[str, Study] = {}
+    for i, image in enumerate(paths):
+        if os.path.isabs(image) and Path(image).is_relative_to(cwd):
+            paths[i] = image = str(Path(image).relative_to(cwd))  # outside cwd: kept absolute
+        key = study_of_image(image)
+        studies.setdefault(key, Study(key)).images.append(i)
+    return paths, list(studies.values())
+
+
+def _is_header(first: str) -> bool:
+    """A header names a column; an image path has a folder and an image suffix."""
+    return "/" not in first and not first.lower().endswith(IMAGE_SUFFIXES)
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+def decode(path: str | Path, size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """One view as the network sees it: (size, size, 3) float32, normalised, HWC. The same
+    arithmetic as training's torchvision Resize (PIL bilinear) + ToTensor + Normalize."""
+    from PIL import Image
+
+    image = load_image(path)
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BILINEAR)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def batches(
+    images: Sequence[str], load: Callable[[str], np.ndarray], batch_size: int, threads: int, ahead: int = 2
+) -> Iterator[tuple[np.ndarray | None, list[int], list[tuple[int, str]]]]:
+    """(batch NHWC, the image indices in it, [(index, reason)] for images that failed), in
+    input order. At most `ahead` + 1 batches are decoded or waiting at any time."""
+    pending: deque[tuple[list[int], list[Future]]] = deque()
+
+    def collect(indices: list[int], futures: list[Future]):
+        arrays, kept, failed = [], [], []
+        for index, future in zip(indices, futures):
+            try:
+                arrays.append(future.result())
+                kept.append(index)
+            except ImageError as exc:
+                failed.append((index, str(exc)))
+        return (np.stack(arrays) if arrays else None), kept, failed
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode") as pool:
+        for start in range(0, len(images), batch_size):
+            indices = list(range(start, min(start + batch_size, len(images))))
+            pending.append((indices, [pool.submit(load, images[i]) for i in indices]))
+            if len(pending) > ahead:
+                yield collect(*pending.popleft())
+        while pending:
+            yield collect(*pending.popleft())
+
+
+# --- engines ----------------------------------------------------------------------------------
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup CPU quota (docker --cpus)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:
+        count = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return max(1, min(count, quota) if quota else count)
+
+
+def _cgroup_quota() -> int | None:
+    """The CPU quota in whole CPUs (rounded up) from cgroup v2 or v1, or None without one."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+    except (OSError, ValueError):
+        try:
+            quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()
+            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1") or not quota.lstrip("-").isdigit() or not period.isdigit() or int(period) == 0:
+        return None
+    return max(1, -(-int(quota) // int(period)))
+
+
+def tune_malloc() -> None:
+    """Keep freed memory in the process instead of returning it to the OS after every batch.
+
+    glibc hands large blocks back with munmap/trim and the next batch faults them in again; on
+    the evaluation VM this halved torch's throughput at batch 32 (bench/README.md). Equivalent
+    to MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<huge>; a no-op where there is no glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4
+        libc.mallopt(m_mmap_max, 0)
+        libc.mallopt(m_trim_threshold, 1 << 30)
+    except (OSError, AttributeError):
+        pass
+
+
+class OnnxEngine:
+    """The bundle's ensemble.onnx under ONNX Runtime on CPU: images -> (N, members)."""
+
+    name = "onnxruntime fp32"
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: its warnings are not the participant's business
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        images = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        return self.session.run(None, {"images": images})[0]
+
+
+class TorchEngine:
+    """The members in torch: channels_last, inference mode; CUDA with mixed precision and pinned
+    memory; CPU in fp32 or bf16."""
+
+    def __init__(self, bundle_path: Path, manifest: Manifest, device: str | None, precision: str) -> None:
+        import torch
+
+        from reference_model.bundle import load_bundle
+        from reference_model.model import EnsembleNet, select_device
+
+        self.torch = torch
+        self.device = select_device(device)
+        bundle = load_bundle(bundle_path, manifest=manifest)
+        net = EnsembleNet(bundle.models).eval().to(self.device, memory_format=torch.channels_last)
+        self.dtype = torch.float32
+        if precision == "bf16":
+            if self.device.type == "cpu" and not _cpu_has_bf16(torch):
+                raise PredictError(
+                    "--precision bf16 needs a CPU with bfloat16 support (AVX512-BF16 or AMX); "
+                    "this one has none; use --precision fp32"
+                )
+            if self.device.type == "cpu":
+                net = net.to(torch.bfloat16)
+                self.dtype = torch.bfloat16
+        self.net = net
+        self.autocast = self.device.type == "cuda"
+        self.name = f"torch {self.device.type} " + (
+            "mixed precision" if self.autocast else ("bf16" if self.dtype == torch.bfloat16 else "fp32")
+        )
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        from reference_model.model import autocast
+
+        torch = self.torch
+        images = torch.from_numpy(batch).permute(0, 3, 1, 2)  # NHWC memory = channels_last NCHW
+        if self.device.type == "cuda":
+            images = images.pin_memory().to(self.device, non_blocking=True)
+        images = images.to(self.dtype)
+        with torch.inference_mode(), autocast(self.device):
+            return self.net(images).float().cpu().numpy()
+
+
+def _cpu_has_bf16(torch) -> bool:
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def choose_engine(
+    bundle_path: Path, manifest: Manifest, *, backend: str, device: str | None, precision: str, threads: int
+):
+    if backend not in BACKENDS:
+        raise PredictError(f"--backend must be one of {', '.join(BACKENDS)}, found {backend!r}")
+    if precision not in PRECISIONS:
+        raise PredictError(f"--precision must be one of {', '.join(PRECISIONS)}, found {precision!r}")
+    cpu_fp32 = precision == "fp32" and (device in (None, "cpu")) and not _cuda_available(device)
+    if backend in ("auto", "onnx") and cpu_fp32 and manifest.onnx is not None and _has_onnxruntime():
+        verify_files(bundle_path, manifest)
+        return OnnxEngine(bundle_path / manifest.onnx.file, threads)
+    if backend == "onnx":
+        why = (
+            "the bundle has no ensemble.onnx (rebuild it with `mura bundle`)"
+            if manifest.onnx is None
+            else "onnxruntime is not installed (pip install onnxruntime)"
+            if not _has_onnxruntime()
+            else "ONNX Runtime runs fp32 on CPU only"
+        )
+        raise PredictError(f"--backend onnx cannot be used: {why}")
+    return TorchEngine(bundle_path, manifest, device, precision)
+
+
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _cuda_available(device: str | None) -> bool:
+    """Whether `device` (None: automatic) means CUDA. Asks torch only when it may have to."""
+    if device == "cpu":
+        return False
+    if device is not None:
+        return device.startswith("cuda")
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def predict(
+    input_csv: str | Path,
+    output_csv: str | Path,
+    bundle: str | Path,
+    *,
+    probabilities: str | Path | None = None,
+    device: str | None = None,
+    precision: str = "fp32",
+    backend: str = "auto",
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Summary:
+    """Predict every study of `input_csv` into `output_csv` (`study_path/,0|1`, no header, in
+    order of first appearance) and, if asked, `probabilities` (`study_path/,p`). Both files are
+    written atomically, after everything else has succeeded."""
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
+    start = time.perf_counter()
+    tune_malloc()
+    if batch_size is not None and batch_size < 1:
+        raise PredictError(f"--batch-size must be at least 1, found {batch_size}")
+    bundle_path = Path(bundle)
+    try:
+        manifest = read_manifest(bundle_path)
+    except BundleError as exc:
+        raise PredictError(f"broken bundle: {exc}") from None
+    images, studies = read_input(input_csv)
+    for target in (output_csv, probabilities):
+        if target is not None and Path(target).is_dir():
+            raise PredictError(f"output {target} is a folder; expected a file path to write")
+
+    cpus = available_cpus()
+    try:
+        engine = choose_engine(
+            bundle_path, manifest, backend=backend, device=device, precision=precision, threads=cpus
+        )
+    except BundleError as exc:
+        raise PredictError(f"broken bundle: {exc}") from None
+    on_gpu = engine.name.startswith("torch cuda")
+    batch_size = batch_size or (64 if on_gpu else 16)
+    # On CPU one decoding thread keeps ahead of the network (decoding is ~5% of the work);
+    # more would take cores from the arithmetic. A GPU needs several to be kept busy.
+    threads = min(8, cpus) if on_gpu else 1
+
+    owner = np.empty(len(images), dtype=np.int64)
+    for s, study in enumerate(studies):
+        owner[study.images] = s
+    size, mean, std = manifest.input_size, manifest.mean, manifest.std
+    unreadable = 0
+    bar = _progress_bar(len(images), progress)
+    for batch, kept, failed in batches(images, lambda p: decode(p, size, mean, std), batch_size, threads):
+        for index, reason in failed:
+            unreadable += 1
+            warn(f"{reason}; study {studies[owner[index]].key} is predicted from its other views")
+        if batch is not None:
+            views = engine(batch)
+            if manifest.tta_hflip:
+                views = (views + engine(np.ascontiguousarray(batch[:, :, ::-1, :]))) / 2
+            for index, p in zip(kept, views.mean(axis=1).tolist()):
+                study = studies[owner[index]]
+                study.total += p
+                study.views += 1
+        bar.update(len(kept) + len(failed))
+    bar.close()
+
+    labels, probs, fallback = [], [], 0
+    for study in studies:
+        if study.views == 0:
+            fallback += 1
+            warn(
+                f"study {study.key} has no readable view; it gets the fallback prediction "
+                f"{FALLBACK_LABEL} (normal) with probability {FALLBACK_PROBABILITY}"
+            )
+            p, label = FALLBACK_PROBABILITY, FALLBACK_LABEL
+        else:
+            p = study.total / study.views
+            label = int(p > manifest.threshold)
+        labels.append(f"{study.key},{label}\n")
+        probs.append(f"{study.key},{p:.6f}\n")
+    write_atomic(output_csv, "".join(labels))
+    if probabilities is not None:
+        write_atomic(probabilities, "".join(probs))
+    return Summary(len(studies), len(images), unreadable, fallback, time.perf_counter() - start, engine.name)
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write via a temporary file in the same folder and a rename: a killed run leaves either
+    the old file or the whole new one, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool | None):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", file=sys.stderr, desc="predict")
+
+
+# --- the command ------------------------------------------------------------------------------
+
+import click  # noqa: E402
+
+DEFAULT_BUNDLE = "submission/bundle"
+
+
+@click.command("predict")
+@click.argument("input_csv", type=click.Path(path_type=Path))
+@click.argument("output_csv", type=click.Path(path_type=Path))
+@click.option(
+    "--bundle",
+    type=click.Path(path_type=Path),
+    envvar="MURA_BUNDLE",
+    default=DEFAULT_BUNDLE,
+    show_default=True,
+    help="The ensemble bundle (env MURA_BUNDLE).",
+)
+@click.option(
+    "--probabilities",
+    type=click.Path(path_type=Path),
+    envvar="MURA_PROBABILITIES",
+    default=None,
+    help="Also write `study_path/,probability` here (env MURA_PROBABILITIES), for AUC.",
+)
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when there is one).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option(
+    "--batch-size", type=int, default=None, help="Images per batch (default: 16 on CPU, 64 on GPU)."
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
+)
+def command(
+    input_csv: Path,
+    output_csv: Path,
+    bundle: Path,
+    probabilities: Path | None,
+    device: str | None,
+    precision: str,
+    backend: str,
+    batch_size: int | None,
+    progress: bool | None,
+) -> None:
+    """Predict every study listed in INPUT_CSV (image paths) into OUTPUT_CSV (`study_path/,0|1`).
+
+    Exit codes: 0 an answer was written (bad images are warnings); 2 no answer: the input CSV
+    or the bundle cannot be used (nothing is written)."""
+    try:
+        summary = predict(
+            input_csv,
+            output_csv,
+            bundle,
+            probabilities=probabilities,
+            device=device,
+            precision=precision,
+            backend=backend,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    except PredictError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(summary.line(), err=True)
