@@ -42,6 +42,8 @@ FALLBACK_LABEL = 0
 FALLBACK_PROBABILITY = 0.0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 PRECISIONS = ("fp32", "bf16")
+# On the 2-core evaluation VM ONNX Runtime ran DenseNet-169 fastest at batch 16 (bench/README.md).
+CPU_BATCH = 16
 BACKENDS = ("auto", "onnx", "torch")
 
 
@@ -188,7 +190,8 @@ def tune_malloc() -> None:
 
     glibc hands large blocks back with munmap/trim and the next batch faults them in again; on
     the evaluation VM this halved torch's throughput at batch 32 (bench/README.md). Equivalent
-    to MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<huge>; a no-op where there is no glibc."""
+    to MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<huge>; a no-op where there is no glibc. Torch
+    only: ONNX Runtime keeps its own arena and was slower with it."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_max = -1, -4
@@ -231,6 +234,8 @@ class TorchEngine:
 
         self.torch = torch
         self.device = select_device(device)
+        if self.device.type == "cpu":
+            tune_malloc()
         bundle = load_bundle(bundle_path, manifest=manifest)
         net = EnsembleNet(bundle.models).eval().to(self.device, memory_format=torch.channels_last)
         self.dtype = torch.float32
@@ -333,7 +338,6 @@ def predict(
     written atomically, after everything else has succeeded."""
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
     start = time.perf_counter()
-    tune_malloc()
     if batch_size is not None and batch_size < 1:
         raise PredictError(f"--batch-size must be at least 1, found {batch_size}")
     bundle_path = Path(bundle)
@@ -354,7 +358,7 @@ def predict(
     except BundleError as exc:
         raise PredictError(f"broken bundle: {exc}") from None
     on_gpu = engine.name.startswith("torch cuda")
-    batch_size = batch_size or (64 if on_gpu else 16)
+    batch_size = batch_size or (64 if on_gpu else CPU_BATCH)
     # On CPU one decoding thread keeps ahead of the network (decoding is ~5% of the work);
     # more would take cores from the arithmetic. A GPU needs several to be kept busy.
     threads = min(8, cpus) if on_gpu else 1
