@@ -1,0 +1,174 @@
+"""The store's tables, its version, and the migrations that bring an older store up to date.
+
+A store is told apart from other SQLite files by its application_id (the header field SQLite
+keeps for this) and a `meta` row; its schema version is `PRAGMA user_version`. A migration runs
+inside the caller's write transaction, so a failed or interrupted one leaves the old store as
+it was.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+
+from scorer.errors import HostError
+from scorer.paths import OVERALL, STUDY_TYPES, type_key
+
+APPLICATION_ID = 0x4D555241  # "MURA"
+FORMAT = "mura-kit leaderboard"
+VERSION = 2
+
+GROUPS: tuple[str, ...] = (OVERALL, *(type_key(t) for t in STUDY_TYPES))  # Overall, Elbow, ..., Wrist
+
+
+def score_columns(group: str) -> tuple[str, str, str]:
+    """The kappa and interval columns of one group: Overall's are plain `kappa, kappa_lower,
+    kappa_upper`; a study type's carry its name (`elbow_kappa, elbow_lower, elbow_upper`)."""
+    if group == OVERALL:
+        return "kappa", "kappa_lower", "kappa_upper"
+    prefix = group.lower()
+    return f"{prefix}_kappa", f"{prefix}_lower", f"{prefix}_upper"
+
+
+SCORE_COLUMNS: tuple[str, ...] = tuple(c for g in GROUPS for c in score_columns(g))
+
+_SCORES_DDL = ",\n    ".join(f"{c} REAL" for c in SCORE_COLUMNS)
+
+# The current schema (version 2).
+TABLES = f"""
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE submissions (
+    id INTEGER PRIMARY KEY,
+    identity TEXT NOT NULL UNIQUE,          -- what makes two records the same (records.identity)
+    submitter TEXT NOT NULL CHECK (submitter <> ''),
+    model TEXT,
+    institution TEXT,
+    link TEXT,
+    submitted TEXT NOT NULL,                -- ISO 8601, UTC: 2018-11-30T19:48:12Z
+    scored TEXT NOT NULL,                   -- when it was scored (or failed), ISO 8601 UTC
+    status TEXT NOT NULL CHECK (status IN ('scored', 'failed')),
+    reason TEXT,                            -- why it failed; NULL when scored
+    {_SCORES_DDL},
+    gold_raters TEXT,                       -- JSON list, e.g. ["Rad4", "Rad5", "Rad6"]
+    gold_sha256 TEXT,
+    content_sha256 TEXT,                    -- the submitted bundle or predictions file
+    CHECK ((status = 'failed') = (reason IS NOT NULL))
+);
+CREATE INDEX submissions_board ON submissions (status, kappa DESC, submitted, id);
+CREATE TABLE radiologists (                 -- the baselines a submission was scored against
+    submission_id INTEGER NOT NULL REFERENCES submissions (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    grp TEXT NOT NULL,                      -- Overall, Elbow, ..., Wrist
+    kappa REAL,
+    kappa_lower REAL,
+    kappa_upper REAL,
+    PRIMARY KEY (submission_id, name, grp)
+) WITHOUT ROWID;
+CREATE TABLE results (                      -- the whole `mura score --json` result, as recorded
+    submission_id INTEGER PRIMARY KEY REFERENCES submissions (id) ON DELETE CASCADE,
+    json TEXT NOT NULL
+);
+"""
+
+
+def create(conn: sqlite3.Connection) -> None:
+    """Lay out an empty store at the current version (inside the caller's transaction)."""
+    for statement in _statements(TABLES):
+        conn.execute(statement)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('format', ?)", (FORMAT,))
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {VERSION}")
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a script, split where SQLite says one ends (comments may hold `;`).
+    executescript() would commit the caller's transaction, so they run one by one."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    return statements
+
+
+# --- migrations -------------------------------------------------------------------------------
+# Version 1 kept the per-type kappas, the radiologists and the whole result as JSON text in the
+# submissions row. Version 2 gives each a proper home: one column per score (rendering 10,000
+# entries reads no JSON), a radiologists table, the result in its own table (the board's table
+# stays small), and the gold file's hash, taken from the stored result.
+
+
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    old = conn.execute(
+        "SELECT id, identity, submitter, model, institution, link, submitted, scored, status, reason, "
+        "kappa, kappa_lower, kappa_upper, per_type, baselines, gold_raters, content_sha256, result "
+        "FROM submissions ORDER BY id"
+    ).fetchall()
+    conn.execute("ALTER TABLE submissions RENAME TO submissions_v1")
+    for statement in _statements(TABLES):
+        if not statement.startswith("CREATE TABLE meta"):
+            conn.execute(statement)
+    for row in old:
+        try:
+            _copy_v1_row(conn, row)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise HostError(
+                f"cannot migrate: submission {row[0]} of the version 1 store is malformed ({exc})"
+            ) from None
+    conn.execute("DROP TABLE submissions_v1")
+
+
+def _copy_v1_row(conn: sqlite3.Connection, row: tuple) -> None:
+    (sid, identity, submitter, model, institution, link, submitted, scored, status, reason,
+     kappa, lower, upper, per_type, baselines, gold_raters, content, result) = row  # fmt: skip
+    types = _json(per_type, sid, "per_type") or {}
+    scores = [kappa, lower, upper]
+    for group in GROUPS[1:]:
+        scores += list(types.get(group) or (None, None, None))
+    gold_sha = None
+    if result is not None:
+        inputs = _json(result, sid, "result").get("inputs") or {}
+        gold_sha = (inputs.get("gold") or {}).get("sha256")
+    columns = ", ".join(SCORE_COLUMNS)
+    marks = ", ".join("?" * len(SCORE_COLUMNS))
+    conn.execute(
+        "INSERT INTO submissions (id, identity, submitter, model, institution, link, submitted, "
+        f"scored, status, reason, {columns}, gold_raters, gold_sha256, content_sha256) "
+        f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {marks}, ?, ?, ?)",
+        (sid, identity, submitter, model, institution, link, submitted, scored, status, reason,
+         *scores, gold_raters, gold_sha, content),
+    )  # fmt: skip
+    for name, groups in (_json(baselines, sid, "baselines") or {}).items():
+        for group, (k, lo, hi) in groups.items():
+            conn.execute("INSERT INTO radiologists VALUES (?, ?, ?, ?, ?, ?)", (sid, name, group, k, lo, hi))
+    if result is not None:
+        conn.execute("INSERT INTO results VALUES (?, ?)", (sid, result))
+
+
+def _json(text: str | None, sid: int, column: str) -> dict | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise HostError(f"cannot migrate: submission {sid}'s {column} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise HostError(f"cannot migrate: submission {sid}'s {column} is not a JSON object")
+    return value
+
+
+# from-version -> the step to the next version
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+
+
+def migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a store from `version` to VERSION, one step at a time (inside the caller's transaction)."""
+    while version < VERSION:
+        MIGRATIONS[version](conn)
+        version += 1
+        conn.execute(f"PRAGMA user_version = {version}")
