@@ -94,8 +94,13 @@ def run_predict(
     """(images/s reported by predict.py, wall seconds of the process, peak RSS in MiB)."""
     (out / "input.csv").write_text("\n".join(images) + "\n")
     start = time.perf_counter()
+    # predict.py runs under a small launcher process: a child forked from this process would
+    # inherit its peak RSS (torch and the loaded members) as its own ru_maxrss, even after exec.
     proc = subprocess.Popen(
         [
+            sys.executable,
+            "-c",
+            LAUNCHER,
             sys.executable,
             str(ROOT / "submission" / "predict.py"),
             str(out / "input.csv"),
@@ -110,13 +115,21 @@ def run_predict(
         stderr=subprocess.PIPE,
         text=True,
     )
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, stderr = proc.communicate()
     wall = time.perf_counter() - start
-    stderr = proc.stderr.read()
-    if status != 0:
+    if proc.returncode != 0:
         sys.exit(f"predict.py failed:\n{stderr}")
     rate = float(re.search(r"\(([\d.]+) images/s", stderr).group(1))
-    return rate, wall, usage.ru_maxrss // 1024
+    peak_kib = int(re.search(r"^maxrss_kib=(\d+)$", stderr, re.MULTILINE).group(1))
+    return rate, wall, peak_kib // 1024
+
+
+# Runs argv[1:] and prints its peak resident memory: the launcher itself is a few MiB of Python.
+LAUNCHER = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+    "print(f'maxrss_kib={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', file=sys.stderr); "
+    "sys.exit(code)"
+)
 
 
 def probabilities(path: Path) -> np.ndarray:
