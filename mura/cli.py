@@ -15,6 +15,12 @@ from mura import __version__
 COMMANDS: dict[str, tuple[str, str, str | None, str]] = {
     "score": ("scorer.cli", "score", None, "Score a submission's predictions against the gold standard."),
     "audit-labels": ("scorer.cli", "audit_labels", None, "Audit a dataset's labels against radiologists."),
+    "leaderboard": (
+        "scorer.leaderboard.cli",
+        "group",
+        None,
+        "Keep the leaderboard: record results, import a CodaLab dump, render the table.",
+    ),
     "synth": ("reference_model.synth", "command", "model", "Generate MURA-shaped synthetic X-rays."),
     "train": (
         "reference_model.train",

@@ -35,8 +35,17 @@ def test_a_result_is_stored_with_every_field(tmp_path, result):
             "SELECT id, submitter, model, institution, link, submitted, scored, status, reason, "
             "gold_raters, gold_sha256, content_sha256 FROM submissions"
         )
-        assert row[:9] == (sid, "alice", "densenet-x3 (ensemble)", "Uni Somewhere", "https://example.org/m",
-                           "2018-11-30T00:00:00Z", row[6], "scored", None)  # fmt: skip
+        assert row[:9] == (
+            sid,
+            "alice",
+            "densenet-x3 (ensemble)",
+            "Uni Somewhere",
+            "https://example.org/m",
+            "2018-11-30T00:00:00Z",
+            row[6],
+            "scored",
+            None,
+        )
         assert (
             abs(datetime.fromisoformat(row[6][:-1]) - datetime.now(timezone.utc).replace(tzinfo=None)).seconds
             < 60

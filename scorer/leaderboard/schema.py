@@ -68,6 +68,7 @@ CREATE TABLE radiologists (                 -- the baselines a submission was sc
     kappa_upper REAL,
     PRIMARY KEY (submission_id, name, grp)
 ) WITHOUT ROWID;
+CREATE INDEX radiologists_best ON radiologists (grp, kappa DESC, submission_id, name);
 CREATE TABLE results (                      -- the whole `mura score --json` result, as recorded
     submission_id INTEGER PRIMARY KEY REFERENCES submissions (id) ON DELETE CASCADE,
     json TEXT NOT NULL

@@ -130,6 +130,41 @@ class Store:
         rows = self.query("SELECT status, count(*) FROM submissions GROUP BY status")
         return {records.SCORED: 0, records.FAILED: 0, **dict(rows)}
 
+    def scored(self) -> list[tuple]:
+        """Every scored submission: (id, submitter, model, institution, link, submitted,
+        *schema.SCORE_COLUMNS, content_sha256), in id order."""
+        columns = ", ".join(schema.SCORE_COLUMNS)
+        return self.query(
+            f"SELECT id, submitter, model, institution, link, submitted, {columns}, content_sha256 "
+            "FROM submissions WHERE status = 'scored' ORDER BY id"
+        )
+
+    def best_radiologists(self) -> tuple[str, dict[str, tuple]] | None:
+        """The baselines that hold the best radiologist: the radiologist with the highest overall
+        kappa among every scored submission's radiologists (a tie: the earliest recorded), and
+        all radiologists that submission was scored against, {name: scores in
+        schema.SCORE_COLUMNS order}. None when no submission has a radiologist with a kappa."""
+        best = self.query(
+            "SELECT submission_id, name FROM radiologists WHERE grp = ? AND kappa IS NOT NULL "
+            "ORDER BY kappa DESC, submission_id, name LIMIT 1",
+            (schema.GROUPS[0],),
+        )
+        if not best:
+            return None
+        sid, name = best[0]
+        rows = self.query(
+            "SELECT name, grp, kappa, kappa_lower, kappa_upper FROM radiologists WHERE submission_id = ?",
+            (sid,),
+        )
+        found: dict[str, dict[str, tuple]] = {}
+        for rater, group, *values in rows:
+            found.setdefault(rater, {})[group] = tuple(values)
+        missing = (None, None, None)
+        return name, {
+            rater: tuple(v for g in schema.GROUPS for v in groups.get(g, missing))
+            for rater, groups in found.items()
+        }
+
     def result(self, sid: int) -> dict | None:
         """The whole recorded result of a scored submission."""
         rows = self.query("SELECT json FROM results WHERE submission_id = ?", (sid,))
@@ -167,8 +202,14 @@ def open_store(path: str | Path, *, create: bool = True) -> Store:
 
 
 def _prepare(conn: sqlite3.Connection, path: Path) -> None:
-    # Identify the file before anything writes to it.
-    version = _identify(conn, path)
+    # Identify the file before anything writes to it, in one read transaction (one snapshot:
+    # another process may be creating the store right now).
+    conn.execute("BEGIN")
+    try:
+        version = _identify(conn, path)
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
     if version is None or version < schema.VERSION:
         with _immediate(conn, path):
             version = _identify(conn, path)  # again, holding the lock: another process may have won

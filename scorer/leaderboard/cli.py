@@ -1,0 +1,201 @@
+"""`mura leaderboard add | render | import-codalab`: the organisers' leaderboard commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from scorer.cli import fail, write_text
+from scorer.errors import HostError, ScoringError
+from scorer.leaderboard.store import DEFAULT_DB, ENV_VAR
+
+db_option = click.option(
+    "--db",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_DB,
+    show_default=True,
+    help=f"The store (an SQLite file; created when absent). Default: ${ENV_VAR}, else "
+    "leaderboard.sqlite in the current folder.",
+)
+
+
+@click.group("leaderboard")
+def group() -> None:
+    """Keep the leaderboard: record every scored (and failed) submission in a store, import a
+    CodaLab dump, and render the table the way the MURA page did.
+
+    \b
+    mura leaderboard add RESULT.json --submitter NAME [--model M --institution I --link URL --date D]
+    mura leaderboard add --failed REASON --submitter NAME [--sha256 HEX]
+    mura leaderboard import-codalab DUMP.json
+    mura leaderboard render [--format md|html|csv|json] [--out FILE] [--keep all|best|latest]
+    """
+
+
+@group.command("add")
+@click.argument("result", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--failed", "reason", metavar="REASON", help="Record a failed submission with this reason instead."
+)
+@click.option("--submitter", required=True, help="Who submitted (the fallback for the Model cell).")
+@click.option("--model", help="The model's name.")
+@click.option("--institution", help="The submitter's institution.")
+@click.option("--link", help="An http(s) link for the model (a paper, a repository).")
+@click.option(
+    "--date", help="The submission date, ISO 8601 (2018-11-30 or 2018-11-30T19:48:12Z). Default: now."
+)
+@click.option(
+    "--sha256",
+    "content",
+    metavar="HEX",
+    help="SHA-256 of the submitted bundle or predictions. Default: the predictions file's, from RESULT.json.",
+)
+@db_option
+def add(
+    result: Path | None,
+    reason: str | None,
+    submitter: str,
+    model: str | None,
+    institution: str | None,
+    link: str | None,
+    date: str | None,
+    content: str | None,
+    db: Path,
+) -> None:
+    """Record RESULT.json (written by `mura score --json RESULT.json`), or a failure with
+    --failed. Recording the same result again adds nothing and says so."""
+    from scorer.leaderboard.records import load_json
+    from scorer.leaderboard.store import Entry, open_store
+
+    try:
+        if (result is None) == (reason is None):
+            raise HostError("give either RESULT.json (a `mura score --json` result) or --failed REASON")
+        entry = Entry(submitter, model, institution, link, date, content)
+        document = load_json(result, "result file") if result is not None else None
+        with open_store(db) as store:
+            if result is not None:
+                sid, added = store.add_result(document, entry, source=str(result))  # type: ignore[arg-type]
+            else:
+                sid, added = store.add_failure(reason, entry)  # type: ignore[arg-type]
+    except ScoringError as exc:
+        fail(exc)
+    what = "failure" if result is None else "result"
+    if added:
+        click.echo(f"recorded {what} as submission {sid} in {db}")
+    else:
+        click.echo(f"already recorded as submission {sid} in {db}; nothing added")
+
+
+@group.command("render")
+@click.option(
+    "--format", "fmt", type=click.Choice(["md", "html", "csv", "json"]), default="md", show_default=True
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file (default: stdout)."
+)
+@click.option(
+    "--keep",
+    type=click.Choice(["all", "best", "latest"]),
+    default="all",
+    show_default=True,
+    help="Every entry (MURA's way), or only each submitter's best or latest.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Entries with a kappa below this are left off.",
+)
+@click.option(
+    "--radiologist-kappa",
+    type=float,
+    help="The radiologist row's kappa, given by hand (e.g. 0.778 for MURA after a CodaLab import). "
+    "Default: the best radiologist among the stored results' baselines.",
+)
+@click.option("--radiologist-label", help="The radiologist row's Model cell.")
+@click.option("--title", default="MURA leaderboard", show_default=True, help="The HTML page's title.")
+@click.option(
+    "--plot-top",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="How many top entries the HTML page's forest plot shows.",
+)
+@db_option
+def render(
+    fmt: str,
+    out: Path | None,
+    keep: str,
+    threshold: float,
+    radiologist_kappa: float | None,
+    radiologist_label: str | None,
+    title: str,
+    plot_top: int,
+    db: Path,
+) -> None:
+    """Render the table from the store: Rank | Date | Model | Kappa, highest kappa first (see
+    README.md, "Leaderboard", for the rules). The same store gives the same bytes."""
+    from scorer.leaderboard import rank
+    from scorer.leaderboard.render import RENDERERS, left_off_text
+    from scorer.leaderboard.store import open_store
+
+    try:
+        with open_store(db, create=False) as store:
+            board = rank.build(
+                store,
+                threshold=threshold,
+                keep=keep,
+                radiologist_kappa=radiologist_kappa,
+                radiologist_label=radiologist_label,
+            )
+        options = {"title": title, "plot_top": plot_top} if fmt == "html" else {}
+        text = RENDERERS[fmt](board, **options)
+        if out is not None:
+            try:
+                write_text(out, text)
+            except OSError as exc:
+                raise HostError(f"cannot write --out {out} ({exc.strerror})") from None
+    except ScoringError as exc:
+        fail(exc)
+    if out is None:
+        click.echo(text, nl=False)
+    summary = f"{len(board.rows)} entries on the board"
+    if board.radiologist is None:
+        summary += "; no radiologist row (no stored baselines; give --radiologist-kappa)"
+    if board.left_off:
+        summary += f"; left off: {left_off_text(board)}"
+    click.echo(summary + (f"; written to {out}" if out else ""), err=True)
+
+
+@group.command("import-codalab")
+@click.argument("dump", type=click.Path(path_type=Path))
+@click.option("--strict", is_flag=True, help="Record nothing (and exit 3) if any entry cannot be read.")
+@db_option
+def import_codalab(dump: Path, strict: bool, db: Path) -> None:
+    """Record the entries of a CodaLab Worksheets competition dump (DUMP.json: the
+    `leaderboard[]` the competition daemon wrote). Each description is split into model,
+    institution and link; an entry that cannot be read is listed on stderr with the reason and
+    skipped. Importing the same dump again adds nothing."""
+    from scorer.leaderboard.codalab import read_dump
+    from scorer.leaderboard.store import open_store
+
+    try:
+        rows, skipped = read_dump(dump)
+        for item in skipped:
+            click.echo(item.line(str(dump)), err=True)
+        if skipped and strict:
+            raise HostError(
+                f"{len(skipped)} entries of {dump} cannot be read (listed above); nothing recorded"
+            )
+        with open_store(db) as store:
+            added = sum(new for _, new in store.add_many(rows))
+    except ScoringError as exc:
+        fail(exc)
+    line = (
+        f"imported {len(rows)} entries from {dump} into {db}: {added} new, {len(rows) - added} already there"
+    )
+    if skipped:
+        line += f"; {len(skipped)} skipped (listed on stderr)"
+    click.echo(line)

@@ -1,0 +1,249 @@
+"""The board as Markdown (the MURA page's table), HTML (a page with per-type columns and a
+forest plot), CSV and JSON (every column at full precision). The same board gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import re
+from collections.abc import Callable
+from urllib.parse import quote
+
+from scorer.leaderboard.rank import Board, Radiologist, Scored
+from scorer.leaderboard.schema import GROUPS, SCORE_COLUMNS
+
+FORMATS = ("md", "html", "csv", "json")
+JSON_FORMAT = "mura-kit leaderboard v1"
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+
+
+def display_date(iso: str) -> str:
+    """`2018-11-30T19:48:12Z` -> `Nov 30, 2018` (the UTC date; English whatever the locale)."""
+    return f"{MONTHS[int(iso[5:7]) - 1]} {iso[8:10]}, {iso[:4]}"
+
+
+def display_kappa(kappa: float | None) -> str:
+    return "—" if kappa is None else f"{kappa:.3f}"
+
+
+def safe_link(link: str) -> str:
+    # Percent-encode what could end a Markdown autolink, an HTML attribute or a table cell.
+    return quote(link, safe=":/?#[]@!$&'()*+,;=%~-._")
+
+
+def model_cell(entry: Scored) -> str:
+    """`{model} ({institution}) {link}`; the submitter's name when there is no model name."""
+    parts = [entry.model or entry.submitter]
+    if entry.institution:
+        parts.append(f"({entry.institution})")
+    if entry.link:
+        parts.append(safe_link(entry.link))
+    return " ".join(parts)
+
+
+# --- Markdown ---------------------------------------------------------------------------------
+
+
+def _md(text: str) -> str:
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def _md_model(entry: Scored) -> str:
+    parts = [_md(entry.model or entry.submitter)]
+    if entry.institution:
+        parts.append(f"({_md(entry.institution)})")
+    if entry.link:
+        parts.append(f"<{safe_link(entry.link)}>")
+    return " ".join(parts)
+
+
+def to_markdown(board: Board) -> str:
+    lines = ["| Rank | Date | Model | Kappa |", "|---|---|---|---|"]
+    if board.radiologist is not None:
+        lines.append(f"|  |  | {_md(board.radiologist.label)} | {display_kappa(board.radiologist.kappa)} |")
+    lines += [
+        f"| {r.rank} | {display_date(r.entry.submitted)} | {_md_model(r.entry)} | {r.entry.kappa:.3f} |"
+        for r in board.rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- CSV and JSON: every column, full precision -------------------------------------------------
+
+COLUMNS = (
+    "kind", "rank", "date", "entry", "submitter", "model", "institution", "link", "submitted",
+    *SCORE_COLUMNS, "id", "content_sha256",
+)  # fmt: skip
+
+
+def _records(board: Board) -> tuple[dict | None, list[dict]]:
+    radiologist = None
+    if board.radiologist is not None:
+        r = board.radiologist
+        radiologist = dict.fromkeys(COLUMNS)
+        radiologist.update(kind="radiologist", entry=r.label, **dict(zip(SCORE_COLUMNS, r.scores)))
+    entries = []
+    for row in board.rows:
+        e = row.entry
+        entries.append({
+            "kind": "submission", "rank": row.rank, "date": display_date(e.submitted), "entry": model_cell(e),
+            "submitter": e.submitter, "model": e.model, "institution": e.institution, "link": e.link,
+            "submitted": e.submitted, **dict(zip(SCORE_COLUMNS, e.scores)), "id": e.id,
+            "content_sha256": e.content_sha256,
+        })  # fmt: skip
+    return radiologist, entries
+
+
+def to_csv(board: Board) -> str:
+    radiologist, entries = _records(board)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for record in ([radiologist] if radiologist else []) + entries:
+        writer.writerow(["" if v is None else v for v in record.values()])  # floats: shortest exact repr
+    return buffer.getvalue()
+
+
+def to_json(board: Board) -> str:
+    radiologist, entries = _records(board)
+    document = {
+        "format": JSON_FORMAT,
+        "threshold": board.threshold,
+        "keep": board.keep,
+        "left_off": board.left_off,
+        "radiologist": radiologist,
+        "entries": entries,
+    }
+    return json.dumps(document, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+# --- HTML ---------------------------------------------------------------------------------------
+
+# No script, nothing fetched: the page's only image is embedded, its only style inline.
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { padding: .25rem .55rem; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
+th:nth-child(3), td:nth-child(3), th:nth-child(2), td:nth-child(2) { text-align: left; }
+td:nth-child(3) { white-space: normal; max-width: 32rem; }
+thead th { background: #f3f3f3; position: sticky; top: 0; }
+tr.radiologist td { background: #fbeeee; font-style: italic; }
+.rules, figcaption, .left-off { color: #555; max-width: 60rem; }
+figure { margin: 2rem 0; }
+img { max-width: 100%; height: auto; }
+"""
+
+
+def _interval(lower: float | None, upper: float | None) -> str:
+    return "—" if lower is None or upper is None else f"[{lower:.3f}, {upper:.3f}]"
+
+
+def _score_cells(scores: tuple[float | None, ...]) -> str:
+    cells = [f"<td>{display_kappa(scores[0])}</td><td>{_interval(scores[1], scores[2])}</td>"]
+    for i in range(3, len(scores), 3):
+        kappa, lower, upper = scores[i : i + 3]
+        title = "" if lower is None or upper is None else f' title="{_interval(lower, upper)}"'
+        cells.append(f"<td{title}>{display_kappa(kappa)}</td>")
+    return "".join(cells)
+
+
+def _html_model(entry: Scored) -> str:
+    parts = [html.escape(entry.model or entry.submitter)]
+    if entry.institution:
+        parts.append(f"({html.escape(entry.institution)})")
+    if entry.link:
+        link = html.escape(safe_link(entry.link))
+        parts.append(f'<a href="{link}" rel="nofollow noopener">{link}</a>')
+    return " ".join(parts)
+
+
+def _radiologist_row(r: Radiologist) -> str:
+    label = html.escape(r.label)
+    return f'<tr class="radiologist"><td></td><td></td><td>{label}</td>{_score_cells(r.scores)}</tr>'
+
+
+def to_html(board: Board, *, title: str = "MURA leaderboard", plot_top: int = 20) -> str:
+    head = ["Rank", "Date", "Model", "Kappa", "Interval", *GROUPS[1:]]
+    rows = [_radiologist_row(board.radiologist)] if board.radiologist is not None else []
+    rows += [
+        f"<tr><td>{row.rank}</td><td>{display_date(row.entry.submitted)}</td><td>{_html_model(row.entry)}</td>"
+        f"{_score_cells(row.entry.scores)}</tr>"
+        for row in board.rows
+    ]
+    table = (
+        '<table id="leaderboard"><thead><tr>'
+        + "".join(f"<th>{h}</th>" for h in head)
+        + "</tr></thead><tbody>"
+        + "\n".join(rows)
+        + "</tbody></table>"
+    )
+    parts = [f"<h1>{html.escape(title)}</h1>", f'<p class="rules">{html.escape(_rules(board))}</p>', table]
+    if board.rows or board.radiologists:
+        parts.append(_figure(board, plot_top))
+    if board.left_off:
+        parts.append(f'<p class="left-off">Left off: {html.escape(left_off_text(board))}.</p>')
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n<body>"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
+
+
+def _rules(board: Board) -> str:
+    keep = {"all": "every submission", "best": "each submitter's best", "latest": "each submitter's latest"}
+    return (
+        f"{len(board.rows)} entries ({keep[board.keep]}), ranked by overall Cohen's kappa against the gold "
+        "standard at full precision, shown to three decimals; equal kappas share a rank, listed earliest "
+        f"submission first. Entries with an invalid kappa or one below {board.threshold:g} are left off. "
+        "Per-type columns: kappa for each study type (hover for its interval)."
+    )
+
+
+def left_off_text(board: Board) -> str:
+    """`3 with a kappa below 0.5; 1 failed to score`."""
+    phrases = {
+        "invalid_kappa": "with an invalid kappa",
+        "below_threshold": f"with a kappa below {board.threshold:g}",
+        "not_kept": f"not the submitter's {board.keep}",
+        "failed": "failed to score",
+    }
+    return "; ".join(f"{n} {phrases[reason]}" for reason, n in board.left_off.items())
+
+
+def plot_label(entry: Scored) -> str:
+    name = entry.model or entry.submitter
+    return f"{name} ({entry.institution})" if entry.institution else name
+
+
+def _figure(board: Board, top: int) -> str:
+    from scorer.leaderboard.plot import forest_png
+
+    shown = min(top, len(board.rows))
+    png = base64.b64encode(forest_png(board, top, plot_label)).decode("ascii")
+    alt = f"Forest plot: overall kappa with its interval for the top {shown} entries beside the radiologists"
+    caption = (
+        f"The top {shown} entries' overall kappa (square) with its interval (line), beside the radiologists "
+        "(red; the dashed line is the best radiologist's kappa). Intervals are as scored: for `mura score` "
+        "results, the 95% percentile bootstrap."
+    )
+    return (
+        f'<figure id="forest"><img alt="{html.escape(alt)}" src="data:image/png;base64,{png}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+RENDERERS: dict[str, Callable[..., str]] = {
+    "md": to_markdown,
+    "html": to_html,
+    "csv": to_csv,
+    "json": to_json,
+}

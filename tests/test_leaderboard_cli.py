@@ -1,0 +1,224 @@
+"""`mura leaderboard add` and the organiser's errors of every leaderboard command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from leaderboard_helpers import ROOT, assert_host_error, mura
+
+from scorer import example_data
+from scorer.leaderboard.store import open_store
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A RESULT.json written by `mura score --json`, as an organiser makes one."""
+    folder = tmp_path_factory.mktemp("scored")
+    test = example_data.make_test(n=60, seed=3)
+    example_data.write_gold(folder / "gold.csv", test)
+    predictions = example_data.noisy_predictions(test, 0.92, seed=4)
+    example_data.write_predictions(folder / "output.csv", test.studies, list(predictions))
+    result = folder / "result.json"
+    proc = mura("score", folder / "gold.csv", folder / "output.csv", "--resamples", "100", "--json", result)
+    assert proc.returncode == 0, proc.stderr
+    return result
+
+
+def test_add_records_a_result_with_its_details_once(tmp_path, scored):
+    db = tmp_path / "lb.sqlite"
+    details = [
+        "--submitter",
+        "alice",
+        "--model",
+        "dense-x3",
+        "--institution",
+        "Uni",
+        "--link",
+        "https://u.org/m",
+        "--date",
+        "2018-11-30T19:48:12Z",
+    ]
+    proc = mura("leaderboard", "add", scored, *details, "--db", db)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"recorded result as submission 1 in {db}\n"
+    again = mura("leaderboard", "add", scored, *details, "--db", db)
+    assert (
+        again.returncode == 0 and again.stdout == f"already recorded as submission 1 in {db}; nothing added\n"
+    )
+    result = json.loads(scored.read_text())
+    with open_store(db) as store:
+        assert store.query(
+            "SELECT submitter, model, institution, link, submitted, status, kappa, content_sha256 "
+            "FROM submissions"
+        ) == [
+            (
+                "alice",
+                "dense-x3",
+                "Uni",
+                "https://u.org/m",
+                "2018-11-30T19:48:12Z",
+                "scored",
+                result["Overall_Mean"],
+                result["inputs"]["predictions"]["sha256"],
+            )
+        ]
+        assert store.result(1) == result
+
+
+def test_add_records_a_failure(tmp_path):
+    db = tmp_path / "lb.sqlite"
+    proc = mura(
+        "leaderboard",
+        "add",
+        "--failed",
+        "predict.py exited with code 1",
+        "--submitter",
+        "bob",
+        "--sha256",
+        "ab" * 32,
+        "--db",
+        db,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"recorded failure as submission 1 in {db}\n"
+    with open_store(db) as store:
+        assert store.query("SELECT submitter, status, reason, content_sha256 FROM submissions") == [
+            ("bob", "failed", "predict.py exited with code 1", "ab" * 32)
+        ]
+    render = mura("leaderboard", "render", "--db", db)
+    assert render.returncode == 0 and "left off: 1 failed to score" in render.stderr
+
+
+def test_the_default_store_is_the_environment_variable(tmp_path, scored):
+    db = tmp_path / "env.sqlite"
+    proc = mura(
+        "leaderboard", "add", scored, "--submitter", "a", cwd=tmp_path, env={"MURA_LEADERBOARD": str(db)}
+    )
+    assert proc.returncode == 0 and db.exists()
+    env = {k: v for k, v in os.environ.items() if k != "MURA_LEADERBOARD"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mura", "leaderboard", "add", scored, "--submitter", "a"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0 and (tmp_path / "leaderboard.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        ((), "give either RESULT.json"),
+        (("RESULT", "--failed", "x"), "give either RESULT.json"),
+        (("RESULT", "--date", "30/11/2018"), "submission date: expected an ISO 8601 date"),
+        (("RESULT", "--link", "www.x.org"), "link: expected an http:// or https:// address"),
+        (("RESULT", "--sha256", "12"), "content_sha256: expected a SHA-256 digest"),
+    ],
+)
+def test_bad_add_options_are_organiser_errors(tmp_path, scored, args, needle):
+    db = tmp_path / "lb.sqlite"
+    args = tuple(str(scored) if a == "RESULT" else a for a in args)
+    assert_host_error(mura("leaderboard", "add", *args, "--submitter", "a", "--db", db), needle)
+    if db.exists():
+        with open_store(db) as store:
+            assert store.counts() == {"scored": 0, "failed": 0}
+
+
+def test_add_needs_a_submitter(scored, tmp_path):
+    assert_host_error(mura("leaderboard", "add", scored, "--db", tmp_path / "lb.sqlite"), "--submitter")
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (b"", "is empty"),
+        (
+            b'{\n  "Elbow_Mean": 0.5,\n',
+            "is not valid JSON: Expecting property name enclosed in double quotes at line 3",
+        ),
+        (b"[]", "expected a JSON object written by `mura score --json`, found list"),
+        (b'{"Overall_Mean": 0.8}', "format: expected 'mura-kit score v1'"),
+        (b"\xe9t\xe9", "is not UTF-8"),
+    ],
+)
+def test_a_malformed_result_file_names_the_file_and_field(tmp_path, content, needle):
+    bad = tmp_path / "bad-result.json"
+    bad.write_bytes(content)
+    assert_host_error(
+        mura("leaderboard", "add", bad, "--submitter", "a", "--db", tmp_path / "lb.sqlite"), str(bad), needle
+    )
+
+
+def test_a_result_with_a_broken_field_names_it(tmp_path, scored):
+    result = json.loads(scored.read_text())
+    result["Hand_Upper"] = "high"
+    bad = tmp_path / "edited.json"
+    bad.write_text(json.dumps(result))
+    proc = mura("leaderboard", "add", bad, "--submitter", "a", "--db", tmp_path / "lb.sqlite")
+    assert_host_error(proc, f"{bad}: Hand_Upper: expected a number between -1 and 1 or null, found 'high'")
+    assert_host_error(
+        mura("leaderboard", "add", tmp_path / "none.json", "--submitter", "a"), "does not exist"
+    )
+
+
+def test_a_db_that_is_not_a_store_is_refused_and_untouched(tmp_path, scored):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n" * 100)
+    before = notes.read_bytes()
+    dump = tmp_path / "dump.json"
+    dump.write_text('{"leaderboard": []}')
+    for command in (["add", scored, "--submitter", "a"], ["render"], ["import-codalab", dump]):
+        proc = mura("leaderboard", *command, "--db", notes)
+        assert_host_error(proc, str(notes))
+    assert notes.read_bytes() == before
+
+
+def test_render_without_a_store_creates_nothing(tmp_path):
+    db = tmp_path / "absent.sqlite"
+    assert_host_error(mura("leaderboard", "render", "--db", db), "does not exist; record a result first")
+    assert not db.exists()
+
+
+def test_render_errors(tmp_path, scored):
+    db = tmp_path / "lb.sqlite"
+    assert mura("leaderboard", "add", scored, "--submitter", "a", "--db", db).returncode == 0
+    assert_host_error(
+        mura("leaderboard", "render", "--db", db, "--out", tmp_path / "no" / "x.md"), "cannot write --out"
+    )
+    assert_host_error(mura("leaderboard", "render", "--db", db, "--threshold", "2"), "--threshold")
+    assert_host_error(mura("leaderboard", "render", "--db", db, "--format", "pdf"), "--format")
+    assert_host_error(
+        mura("leaderboard", "render", "--db", db, "--radiologist-kappa", "7"), "--radiologist-kappa"
+    )
+
+
+def test_text_formats_render_without_numpy_or_matplotlib(tmp_path, scored):
+    db = tmp_path / "lb.sqlite"
+    assert mura("leaderboard", "add", scored, "--submitter", "a", "--db", db).returncode == 0
+    probe = (
+        "import sys; from mura.cli import main\n"
+        "sys.argv = ['mura', 'leaderboard', 'render', '--db', sys.argv[1], '--format', sys.argv[2]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "loaded = {m.split('.')[0] for m in sys.modules}\n"
+        "print('HEAVY', sorted({'numpy', 'matplotlib', 'pandas', 'torch'} & loaded), file=sys.stderr)"
+    )
+    for fmt, heavy in [("md", "[]"), ("csv", "[]"), ("json", "[]"), ("html", "['matplotlib', 'numpy']")]:
+        proc = subprocess.run(
+            [sys.executable, "-c", probe, str(db), fmt],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert f"HEAVY {heavy}" in proc.stderr, proc.stderr
+
+
+def test_help():
+    proc = mura("leaderboard", "--help")
+    assert proc.returncode == 0
+    for command in ("add", "render", "import-codalab"):
+        assert command in proc.stdout

@@ -1,0 +1,241 @@
+"""Every output format of `mura leaderboard render`, from a store of real `mura score` results."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+from leaderboard_helpers import mura, score_result
+
+from scorer.leaderboard import rank
+from scorer.leaderboard.render import display_date, to_csv, to_html, to_json, to_markdown
+from scorer.leaderboard.schema import SCORE_COLUMNS
+from scorer.leaderboard.store import Entry, open_store
+
+TYPES = ["Elbow", "Finger", "Forearm", "Hand", "Humerus", "Shoulder", "Wrist"]
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("board")
+    path = folder / "lb.sqlite"
+    with open_store(path) as store:
+        entries = [
+            Entry(
+                "turbobits",
+                "base-comb2-xuan-v3(ensemble)",
+                "jzhang Availink",
+                "http://example.org/a|b",
+                "2018-11-30",
+            ),
+            Entry(
+                "he_j", submitted="2018-08-31T23:30:00-02:00"
+            ),  # no model: the submitter's name; UTC date Sep 01
+            Entry("rology", "DenseNet *v2* [x]", None, "https://www.rology.net", "2018-01-31"),
+            Entry("weak", "w", submitted="2018-03-01"),
+        ]
+        for (accuracy, seed), e in zip([(0.95, 1), (0.9, 2), (0.88, 3), (0.6, 4)], entries):
+            store.add_result(score_result(folder, accuracy, seed), e)
+    return path
+
+
+@pytest.fixture(scope="module")
+def board(store_path):
+    with open_store(store_path) as store:
+        return rank.build(store)
+
+
+def test_dates_read_like_the_mura_page():
+    assert display_date("2018-11-30T19:48:12Z") == "Nov 30, 2018"
+    assert display_date("2019-01-05T00:00:00Z") == "Jan 05, 2019"
+
+
+def test_markdown_is_the_mura_table(board):
+    lines = to_markdown(board).splitlines()
+    assert lines[:2] == ["| Rank | Date | Model | Kappa |", "|---|---|---|---|"]
+    assert lines[2].startswith("|  |  | Best Radiologist Performance (Rad")
+    cells = {line.split(" | ")[2]: line for line in lines[3:]}
+    assert set(cells) == {
+        r"base-comb2-xuan-v3(ensemble) (jzhang Availink) <http://example.org/a%7Cb>",
+        r"he\_j",
+        r"DenseNet \*v2\* \[x\] <https://www.rology.net>",
+    }  # the weak entry is below 0.5; special characters are escaped, a | in a link encoded
+    assert "| Sep 01, 2018 | he\\_j |" in cells[r"he\_j"]
+    assert (
+        "| Nov 30, 2018 |"
+        in cells[r"base-comb2-xuan-v3(ensemble) (jzhang Availink) <http://example.org/a%7Cb>"]
+    )
+    for line, row in zip(lines[3:], board.rows):
+        assert line.startswith(f"| {row.rank} | ") and line.endswith(f" | {row.entry.kappa:.3f} |")
+        assert line.count(" | ") == 3  # four cells: nothing broke the table
+
+
+def test_csv_has_every_column_at_full_precision(board, store_path):
+    rows = list(csv.DictReader(io.StringIO(to_csv(board))))
+    assert rows[0]["kind"] == "radiologist" and rows[0]["rank"] == ""
+    submissions = rows[1:]
+    assert [int(r["rank"]) for r in submissions] == [row.rank for row in board.rows]
+    with open_store(store_path) as store:
+        for r in submissions:
+            [stored] = store.query(
+                f"SELECT {', '.join(SCORE_COLUMNS)} FROM submissions WHERE id = ?", (int(r["id"]),)
+            )
+            assert tuple(None if r[c] == "" else float(r[c]) for c in SCORE_COLUMNS) == stored
+    top = next(r for r in submissions if r["submitter"] == "turbobits")
+    assert top["entry"] == "base-comb2-xuan-v3(ensemble) (jzhang Availink) http://example.org/a%7Cb"
+    assert (top["model"], top["institution"], top["link"]) == (
+        "base-comb2-xuan-v3(ensemble)",
+        "jzhang Availink",
+        "http://example.org/a|b",
+    )
+    assert top["date"] == "Nov 30, 2018" and top["submitted"] == "2018-11-30T00:00:00Z"
+    assert len(top["content_sha256"]) == 64
+
+
+def test_json_holds_the_same_rows_as_numbers(board):
+    document = json.loads(to_json(board))
+    assert document["format"] == "mura-kit leaderboard v1"
+    assert (document["threshold"], document["keep"]) == (0.5, "all")
+    assert document["left_off"] == {"below_threshold": 1}
+    assert document["radiologist"]["kappa"] == board.radiologist.kappa
+    assert [(e["rank"], e["kappa"], e["elbow_upper"]) for e in document["entries"]] == [
+        (row.rank, row.entry.kappa, row.entry.scores[5]) for row in board.rows
+    ]
+    he_j = next(e for e in document["entries"] if e["submitter"] == "he_j")
+    assert he_j["model"] is None and he_j["entry"] == "he_j"
+
+
+class _Table(HTMLParser):
+    """The leaderboard table's header and rows (cell text), and the page's images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head: list[str] = []
+        self.rows: list[list[str]] = []
+        self.images: list[dict] = []
+        self.links: list[str] = []
+        self._cell: list[str] | None = None
+        self._in_table = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table" and attrs.get("id") == "leaderboard":
+            self._in_table = True
+        elif self._in_table and tag == "tr":
+            self.rows.append([])
+        elif self._in_table and tag in ("td", "th"):
+            self._cell = []
+        elif tag == "img":
+            self.images.append(attrs)
+        elif tag == "a":
+            self.links.append(attrs["href"])
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._in_table = False
+        elif tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_html_page_has_the_table_with_per_type_columns_and_the_forest_plot(board):
+    page = to_html(board)
+    assert page.startswith("<!DOCTYPE html>") and "Content-Security-Policy" in page and "<script" not in page
+    parsed = _Table()
+    parsed.feed(page)
+    head, radiologist, *rows = parsed.rows
+    assert head == ["Rank", "Date", "Model", "Kappa", "Interval", *TYPES]
+    assert radiologist[:2] == ["", ""] and radiologist[2].startswith("Best Radiologist Performance")
+    assert len(rows) == len(board.rows)
+    for cells, row in zip(rows, board.rows):
+        assert cells[0] == str(row.rank) and cells[3] == f"{row.entry.kappa:.3f}"
+        assert cells[4] == f"[{row.entry.scores[1]:.3f}, {row.entry.scores[2]:.3f}]"
+        assert cells[5:] == [f"{row.entry.scores[3 * (i + 1)]:.3f}" for i in range(7)]
+    models = {cells[2] for cells in rows}
+    assert "base-comb2-xuan-v3(ensemble) (jzhang Availink) http://example.org/a%7Cb" in models
+    assert sorted(parsed.links) == ["http://example.org/a%7Cb", "https://www.rology.net"]
+    [image] = parsed.images
+    png = base64.b64decode(image["src"].removeprefix("data:image/png;base64,"))
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    assert "1 with a kappa below 0.5" in page
+
+
+def test_html_escapes_what_participants_type(tmp_path, board):
+    hostile = rank.Scored(
+        99,
+        "x",
+        '<img src=x onerror="alert(1)">',
+        "</td><script>",
+        None,
+        "2018-01-01T00:00:00Z",
+        (0.9,) + (None,) * 23,
+    )
+    page = to_html(rank.Board([rank.Row(1, hostile)], None, [], 0.5, "all"))
+    assert "<script>" not in page and "<img src=x" not in page
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page
+
+
+def test_the_same_store_renders_to_the_same_bytes(store_path, tmp_path):
+    for fmt in ("md", "html", "csv", "json"):
+        first = mura("leaderboard", "render", "--db", store_path, "--format", fmt)
+        second = mura(
+            "leaderboard", "render", "--db", store_path, "--format", fmt, "--out", tmp_path / f"b.{fmt}"
+        )
+        assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+        assert first.stdout.encode() == (tmp_path / f"b.{fmt}").read_bytes()
+        assert second.stdout == ""
+        assert re.fullmatch(
+            r"3 entries on the board; left off: 1 with a kappa below 0.5(; written to .*)?\n", first.stderr
+        )
+
+
+def test_options_change_what_is_shown(store_path):
+    proc = mura(
+        "leaderboard",
+        "render",
+        "--db",
+        store_path,
+        "--threshold",
+        "0",
+        "--radiologist-kappa",
+        "0.778",
+        "--radiologist-label",
+        "Best Radiologist Performance Stanford University",
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[2] == "|  |  | Best Radiologist Performance Stanford University | 0.778 |"
+    assert len(lines) == 3 + 4  # the weak entry too
+    page = mura(
+        "leaderboard",
+        "render",
+        "--db",
+        store_path,
+        "--format",
+        "html",
+        "--title",
+        "My <board>",
+        "--plot-top",
+        "1",
+    )
+    assert "<title>My &lt;board&gt;</title>" in page.stdout and "top 1 entries" in page.stdout
+
+
+def test_an_empty_store_renders_an_empty_table(tmp_path):
+    path = tmp_path / "lb.sqlite"
+    open_store(path).close()
+    proc = mura("leaderboard", "render", "--db", path)
+    assert proc.returncode == 0
+    assert proc.stdout == "| Rank | Date | Model | Kappa |\n|---|---|---|---|\n"
+    assert "no radiologist row" in proc.stderr
+    page = mura("leaderboard", "render", "--db", path, "--format", "html")
+    assert page.returncode == 0 and "<img" not in page.stdout
