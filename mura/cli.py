@@ -21,6 +21,12 @@ COMMANDS: dict[str, tuple[str, str, str | None, str]] = {
         None,
         "Keep the leaderboard: record results, import a CodaLab dump, render the table.",
     ),
+    "evaluate": (
+        "scorer.harness.cli",
+        "evaluate",
+        None,
+        "Run a submission in a sandbox on the hidden test set; score and record it.",
+    ),
     "synth": ("reference_model.synth", "command", "model", "Generate MURA-shaped synthetic X-rays."),
     "train": (
         "reference_model.train",

@@ -1,0 +1,10 @@
+"""The organisers' evaluation harness: run a stranger's submission on the hidden test set.
+
+anonymise  the test input with label-free paths, and the private map back
+sandbox    the limits, what a run ends in, the capped log, the runner interface
+docker_runner / bwrap_runner   the two sandboxes (a Docker engine, or bubblewrap without one)
+evaluate   the fixed pipeline: anonymise -> run -> log -> map back -> score -> record
+cli        `mura evaluate`
+
+Torch-free like all of scorer/: the submission runs as a separate process inside the sandbox.
+"""

@@ -1,0 +1,142 @@
+"""`mura evaluate`: run a submission in a sandbox on the hidden test set, score it, record it."""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from scorer.cli import fail
+from scorer.errors import HostError, ScoringError
+from scorer.harness.sandbox import GiB, Limits, MiB
+
+RUNNERS = ("auto", "docker", "bwrap")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": MiB, "g": GiB, "t": 1 << 40}
+
+
+def parse_size(text: str, option: str) -> int:
+    """`512m`, `8g`, `1.5G`, `4096` (bytes) -> bytes, as docker spells sizes."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise HostError(f"{option} {text!r}: expected a size such as 512m, 8g or 1.5G")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def choose_runner(name: str, image: str):
+    """The sandbox: docker when an engine answers, else bubblewrap, else say what to install."""
+    from scorer.harness import bwrap_runner, docker_runner
+
+    if name == "docker":
+        return docker_runner.DockerRunner(image)
+    if name == "bwrap":
+        return bwrap_runner.BwrapRunner()
+    no_docker = docker_runner.unavailable_reason()
+    if no_docker is None:
+        return docker_runner.DockerRunner(image)
+    no_bwrap = bwrap_runner.unavailable_reason()
+    if no_bwrap is None:
+        return bwrap_runner.BwrapRunner()
+    raise HostError(
+        f"no sandbox to run the submission in: {no_docker}, and {no_bwrap}; start a Docker engine "
+        f"(and `make image`), or {bwrap_runner.install_hint()}"
+    )
+
+
+@click.command("evaluate")
+@click.argument("submission", type=click.Path(path_type=Path))
+@click.option("--test", "test_dir", required=True, type=click.Path(path_type=Path),
+              help="The hidden test set: the folder that holds MURA-v1.1/ (each gold study's images).")
+@click.option("--gold", required=True, type=click.Path(path_type=Path),
+              help="The gold file, as for `mura score` (e.g. test.csv or test_radiologists.csv).")
+@click.option("--db", type=click.Path(path_type=Path),
+              help="The leaderboard store to record the result or failure in. Default: the "
+              "leaderboard's default store.")
+@click.option("--no-record", is_flag=True, help="Record nothing on the leaderboard.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="The run folder (new or empty). Default: evaluations/SUBMITTER-TIME.")
+@click.option("--strata", type=click.Path(path_type=Path), help="As for `mura score`: hidden strata.")
+@click.option("--runner", type=click.Choice(RUNNERS), default="auto", show_default=True,
+              help="The sandbox: docker when an engine answers, else bubblewrap.")
+@click.option("--image", default="mura-evaluation:latest", show_default=True,
+              help="The docker runner's image (docker/evaluation.Dockerfile; `make image`).")
+@click.option("--gpus", default=None, help="Pass GPUs to the docker runner (docker's --gpus: all, device=0).")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="Wall-clock limit, seconds.")
+@click.option("--memory", default="8g", show_default=True, help="Memory limit (no swap), e.g. 512m, 8g.")
+@click.option("--cpus", type=float, default=2.0, show_default=True)
+@click.option("--pids", type=int, default=256, show_default=True, help="Process and thread limit.")
+@click.option("--log-cap", default="1m", show_default=True, help="Log bytes kept (first and last half).")
+@click.option("--submitter", help="Who submitted it. Default: the submission folder's name.")
+@click.option("--model", help="The model's name on the leaderboard.")
+@click.option("--institution")
+@click.option("--link", help="A link to the paper or code.")
+@click.option("--submitted", help="When it was submitted (ISO 8601). Default: now.")
+@click.option("--gold-raters", metavar="R1,R2,R3", help="As for `mura score`.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and gold raters.")
+@click.option("--resamples", type=int, default=10_000, show_default=True)
+@click.option("--anonymise-seed", type=int, default=None,
+              help="Seed of the anonymised case order (default: a secret random one, kept in the "
+              "run's private map).")
+def evaluate(
+    submission: Path, test_dir: Path, gold: Path, db: Path | None, no_record: bool, out: Path | None,
+    strata: Path | None, runner: str, image: str, gpus: str | None, timeout: float, memory: str,
+    cpus: float, pids: int, log_cap: str, submitter: str | None, model: str | None,
+    institution: str | None, link: str | None, submitted: str | None, gold_raters: str | None,
+    seed: int, resamples: int, anonymise_seed: int | None,
+) -> None:  # fmt: skip
+    """Evaluate SUBMISSION (a folder with predict.py) on the hidden test set, as CodaLab did:
+    the test images are copied under anonymised paths, `python3 predict.py input.csv
+    output.csv` runs in a sandbox (network off, data read-only, the gold file out of reach,
+    memory/CPU/process/time limits), its answer is mapped back, scored like `mura score`, and
+    the result -- or the failure and its reason -- is recorded on the leaderboard.
+
+    Exit codes: 0 scored; 2 the submission failed (recorded, with its reason); 3 the
+    organiser's input is invalid (nothing recorded).
+    """
+    from scorer import report
+    from scorer.harness.evaluate import Submission
+    from scorer.harness.evaluate import evaluate as run_evaluation
+    from scorer.settings import Settings, rater_names
+
+    try:
+        limits = Limits(
+            timeout=timeout,
+            memory=parse_size(memory, "--memory"),
+            cpus=cpus,
+            pids=pids,
+            log_cap=parse_size(log_cap, "--log-cap"),
+            gpus=gpus,
+        )
+        name = submitter or submission.resolve().name
+        when = datetime.now(timezone.utc)
+        out = out or Path("evaluations") / f"{name}-{when:%Y%m%dT%H%M%SZ}"
+        if db is None and not no_record:
+            from scorer.leaderboard.store import DEFAULT_DB
+
+            db = Path(DEFAULT_DB)
+        verdict = run_evaluation(
+            Submission(submission, name, model, institution, link, submitted),
+            test_dir,
+            gold,
+            out,
+            choose_runner(runner, image),
+            limits,
+            Settings(rater_names(gold_raters), seed, resamples),
+            strata=strata,
+            db=None if no_record else db,
+            seed=anonymise_seed,
+        )
+    except ScoringError as exc:
+        fail(exc)
+    run = verdict.outcome
+    ran = f" ({run.runner} sandbox, {run.seconds:.1f} s)" if run is not None else ""
+    where = f"; recorded on {db}" if verdict.recorded is not None else ""
+    if not verdict.ok:
+        click.echo(f"submission failed{ran}: {verdict.reason}{where}", err=True)
+        click.echo(f"run folder: {out}", err=True)
+        sys.exit(2)
+    click.echo(report.to_table(verdict.result), nl=False)
+    click.echo(f"scored{ran}{where}; run folder: {out}")

@@ -1,0 +1,309 @@
+"""`mura evaluate` as a fixed pipeline: anonymise -> run -> log -> map back -> score -> record.
+
+Each step is a plain function. What the organiser gets, in the run folder OUT:
+
+    OUT/log.txt            the submission's stdout and stderr (capped: head and tail)
+    OUT/outcome.json       runner, seconds, exit code, limits, and the failure reason if any
+    OUT/predictions.csv    the submission's answer mapped back to the real study paths
+    OUT/probabilities.csv  the same for its optional probabilities (the kit's predict.py writes them)
+    OUT/result.json        the `mura score` result;  OUT/score.html  its report
+    OUT/private/           the map back and the raw output: never mounted into a sandbox
+
+A participant's failure is recorded on the leaderboard with a reason they may read: it says
+what happened and what to fix, and never carries a gold label or a real test-set path. The
+organiser's own errors (a bad --test folder or gold file, a missing engine) are HostErrors:
+exit 3, nothing recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from scorer import report
+from scorer.cli import write_text
+from scorer.errors import HostError, ParticipantError
+from scorer.formats import (
+    PREDICTIONS,
+    PROBABILITIES,
+    SubmissionFile,
+    read_gold,
+    read_predictions,
+    read_strata,
+)
+from scorer.harness.anonymise import Anonymised, anonymise, remove_tree
+from scorer.harness.sandbox import OUTPUT_CSV, PROBABILITIES_CSV, Limits, MiB, Runner, RunOutcome
+from scorer.pipeline import score_files
+from scorer.settings import Settings
+from scorer.validate import align
+
+MAX_OUTPUT_FILE = 64 * MiB  # output.csv of MURA's test set is about 20 KB
+LOG_LINES_IN_REASON = 3
+
+
+@dataclass
+class Submission:
+    """Who submitted what: the leaderboard entry's fields."""
+
+    folder: Path
+    submitter: str
+    model: str | None = None
+    institution: str | None = None
+    link: str | None = None
+    submitted: str | None = None  # ISO 8601; default: now
+
+
+@dataclass
+class Verdict:
+    out: Path
+    reason: str | None = None  # the participant's failure, or None when scored
+    result: dict | None = None
+    outcome: RunOutcome | None = None
+    recorded: tuple[int, bool] | None = None  # (leaderboard id, newly added)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def evaluate(
+    submission: Submission,
+    test_dir: Path,
+    gold: Path,
+    out: Path,
+    runner: Runner,
+    limits: Limits,
+    settings: Settings,
+    *,
+    strata: Path | None = None,
+    db: Path | None = None,
+    seed: int | None = None,
+) -> Verdict:
+    """Run, score and record one submission. Raises HostError for the organiser's errors."""
+    table = check_host_inputs(submission.folder, test_dir, gold, out, limits, settings, strata)
+    verdict = Verdict(out)
+    private = out / "private"
+    sandbox = out / "sandbox"
+    reason = missing_entry_point(submission.folder)
+    if reason is None:
+        staged = anonymise(test_dir, table, sandbox / "data", private, seed)
+        output = sandbox / "output"
+        output.mkdir()
+        try:
+            verdict.outcome = runner.run(submission.folder.resolve(), staged.data, output, limits)
+        finally:
+            remove_tree(staged.data)
+        write_log(out / "log.txt", verdict.outcome)
+        if verdict.outcome.leftovers:
+            raise HostError(
+                f"the {runner.name} sandbox could not stop everything the submission started "
+                f"({', '.join(verdict.outcome.leftovers)}); stop it by hand"
+            )
+        reason = failure_reason(verdict.outcome, limits)
+        if reason is None:
+            reason = map_back(staged, output, private, out)
+    if reason is None:
+        probabilities = out / "probabilities.csv"
+        verdict.result = score_files(
+            gold,
+            out / "predictions.csv",
+            settings,
+            probabilities_path=probabilities if probabilities.is_file() else None,
+            strata_path=strata,
+        )
+        write_text(out / "result.json", report.to_json(verdict.result))
+        write_text(out / "score.html", report.to_html(verdict.result))
+    verdict.reason = reason
+    write_outcome(out / "outcome.json", verdict, limits)
+    if db is not None:
+        verdict.recorded = record(db, verdict, submission)
+    verdict.files = {
+        name: out / name
+        for name in ("log.txt", "outcome.json", "predictions.csv", "result.json", "score.html")
+        if (out / name).is_file()
+    }
+    return verdict
+
+
+# --- the steps ---------------------------------------------------------------------------------
+
+
+def check_host_inputs(
+    folder: Path,
+    test_dir: Path,
+    gold: Path,
+    out: Path,
+    limits: Limits,
+    settings: Settings,
+    strata: Path | None,
+):
+    """The organiser's inputs, checked before anything runs. Returns the gold table."""
+    limits.check()
+    settings.check()
+    if not folder.is_dir():
+        raise HostError(f"submission {folder} is not a folder; expected the folder holding predict.py")
+    if not test_dir.is_dir():
+        raise HostError(f"--test {test_dir} is not a folder; expected the folder that holds MURA-v1.1/")
+    table = read_gold(gold)
+    if strata is not None:
+        read_strata(strata, table.studies)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise HostError(f"--out {out} already exists and is not empty; choose a new folder (nothing was run)")
+    out.mkdir(parents=True, exist_ok=True)
+    return table
+
+
+def missing_entry_point(folder: Path) -> str | None:
+    entry = folder / "predict.py"
+    if entry.is_file() and not entry.is_symlink():
+        return None
+    return (
+        "the submission has no predict.py at its root; expected a file predict.py that runs as "
+        "`python predict.py input.csv output.csv` (SPEC §3)"
+    )
+
+
+def failure_reason(outcome: RunOutcome, limits: Limits) -> str | None:
+    """Why the run failed, in words a participant may read; None when it exited 0."""
+    mib = f"{limits.memory / MiB:,.0f} MiB"
+    processes = f" (it hit the process limit of {limits.pids})" if outcome.hit_process_limit else ""
+    if outcome.flooded:
+        return (
+            f"stopped: wrote more than {limits.output_limit / MiB:g} MiB to stdout/stderr; the log "
+            "keeps its first and last part; print less (progress bars and per-image lines add up)"
+        )
+    if outcome.out_of_memory:
+        return f"killed: exceeded the memory limit of {mib}; use smaller batches or fewer workers"
+    if outcome.timed_out:
+        return f"timed out after {limits.timeout:g} s{processes}; predict the whole test set within it"
+    if outcome.exit_code != 0:
+        tail = last_lines(outcome.log)
+        return f"exit code {outcome.exit_code}{processes}; last lines of the log: {tail or '(none)'}"
+    return None
+
+
+def last_lines(log: bytes, count: int = LOG_LINES_IN_REASON, width: int = 300) -> str:
+    lines = [line.strip() for line in log.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    text = " | ".join(lines[-count:])
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= width else "..." + text[-width:]
+
+
+def write_log(path: Path, outcome: RunOutcome) -> None:
+    path.write_bytes(outcome.log)
+
+
+def collect(output: Path, name: str, private: Path) -> Path | str | None:
+    """Copy the sandbox's `name` into the private folder, safely: a regular file only (not a
+    symlink to the organiser's files, not a FIFO that blocks), of a sane size. Returns the
+    copy, None when absent, or a failure reason."""
+    source = output / name
+    try:
+        info = source.lstat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return f"/output/{name} is not a regular file (a link, folder or pipe); write a plain CSV file"
+    if info.st_size > MAX_OUTPUT_FILE:
+        return (
+            f"/output/{name} is {info.st_size / MiB:,.0f} MiB; expected one short line per study "
+            f"(at most {MAX_OUTPUT_FILE / MiB:g} MiB)"
+        )
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(MAX_OUTPUT_FILE + 1)
+    copy = private / name
+    copy.write_bytes(data)
+    return copy
+
+
+def map_back(staged: Anonymised, output: Path, private: Path, out: Path) -> str | None:
+    """Check the answer in the anonymised names (the scorer's own rules, so its messages name
+    only what the submission saw), then write it with the real study paths."""
+    copy = collect(output, "output.csv", private)
+    if isinstance(copy, str):
+        return copy
+    if copy is None:
+        return (
+            f"wrote no output.csv; expected {OUTPUT_CSV} (the second argument of predict.py) with "
+            "one `study_path/,0|1` line per study"
+        )
+    try:
+        write_real(staged, copy, out / "predictions.csv", PREDICTIONS)
+    except ParticipantError as exc:
+        return exc.message
+    probabilities = collect(output, "probabilities.csv", private)
+    if isinstance(probabilities, str):
+        return probabilities
+    if probabilities is not None:
+        try:
+            write_real(staged, probabilities, out / "probabilities.csv", PROBABILITIES)
+        except ParticipantError as exc:
+            return f"{PROBABILITIES_CSV} (optional, but invalid): {exc.message}"
+    return None
+
+
+def write_real(staged: Anonymised, path: Path, target: Path, kind: SubmissionFile) -> None:
+    values = align(read_predictions(path, kind), staged.studies, kind)
+    lines = (
+        f"{staged.real[study]},{int(value) if kind is PREDICTIONS else repr(float(value))}\n"
+        for study, value in zip(staged.studies, values)
+    )
+    write_text(target, "".join(lines))
+
+
+def write_outcome(path: Path, verdict: Verdict, limits: Limits) -> None:
+    outcome = verdict.outcome
+    record = {
+        "status": "scored" if verdict.ok else "failed",
+        "reason": verdict.reason,
+        "limits": asdict(limits),
+        "run": None
+        if outcome is None
+        else {k: v for k, v in asdict(outcome).items() if k not in ("log",)},
+        "kappa": None if verdict.result is None else verdict.result.get("Overall_Mean"),
+    }
+    write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+def folder_sha256(folder: Path) -> str:
+    """One hash of a submission folder's names and contents (bundle and code), stable across
+    copies: relative paths in sorted order, each with its content's hash or link target."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if "__pycache__" in path.parts:
+            continue
+        relative = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            digest.update(f"L {relative} {os.readlink(path)}\n".encode())
+        elif path.is_file():
+            content = hashlib.sha256()
+            with path.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    content.update(chunk)
+            digest.update(f"F {relative} {content.hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def record(db: Path, verdict: Verdict, submission: Submission) -> tuple[int, bool]:
+    """The result, or the failure and its reason, on the leaderboard."""
+    from scorer.leaderboard.store import Entry, open_store
+
+    entry = Entry(
+        submitter=submission.submitter,
+        model=submission.model,
+        institution=submission.institution,
+        link=submission.link,
+        submitted=submission.submitted or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        content_sha256=folder_sha256(submission.folder),
+    )
+    with open_store(db) as store:
+        if verdict.result is not None:
+            return store.add_result(verdict.result, entry)
+        return store.add_failure(verdict.reason, entry)

@@ -1,0 +1,170 @@
+"""What every sandbox runner shares: the limits, the outcome of a run, and its capped log.
+
+A runner starts the submission's `predict.py` as a separate process tree inside a sandbox,
+drains its stdout and stderr into a LogCapture (which keeps the head and the tail within a
+cap and stops a flood), enforces the wall-clock limit, and makes sure nothing of the run is
+left afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from scorer.errors import HostError
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+# Where the submission sees things, in both runners.
+SUBMISSION_MOUNT = "/submission"
+DATA_MOUNT = "/data"
+OUTPUT_MOUNT = "/output"
+INPUT_CSV = f"{DATA_MOUNT}/input.csv"
+OUTPUT_CSV = f"{OUTPUT_MOUNT}/output.csv"
+PROBABILITIES_CSV = f"{OUTPUT_MOUNT}/probabilities.csv"
+# The contract (SPEC §3), run from the submission's root.
+COMMAND = ("python3", "predict.py", INPUT_CSV, OUTPUT_CSV)
+# The sandbox's environment: nothing of the organiser's. MURA_PROBABILITIES asks the kit's
+# predict.py for its optional probabilities file (AUC); other submissions ignore it.
+ENVIRONMENT = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONUNBUFFERED": "1",
+    "MURA_PROBABILITIES": PROBABILITIES_CSV,
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a submission may use. CodaLab's default execution limit is 600 s (SPEC §6)."""
+
+    timeout: float = 600.0  # wall clock, seconds
+    memory: int = 8 * GiB  # bytes, RAM (+ tmpfs, which is RAM); no swap
+    cpus: float = 2.0
+    pids: int = 256  # processes and threads
+    tmp: int = 1 * GiB  # size of the writable /tmp (and /dev/shm)
+    file_size: int = 2 * GiB  # the largest file it may write
+    log_cap: int = 1 * MiB  # log bytes kept: the first and the last half
+    output_limit: int = 64 * MiB  # stdout+stderr beyond this stops the run (a flood)
+    gpus: str | None = None  # docker's --gpus value ("all", "device=0"); None: no GPU
+
+    def check(self) -> None:
+        if self.timeout <= 0:
+            raise HostError(f"--timeout must be a positive number of seconds, found {self.timeout}")
+        if self.memory < 32 * MiB:
+            raise HostError(f"--memory must be at least 32 MiB, found {self.memory} bytes")
+        if self.cpus <= 0:
+            raise HostError(f"--cpus must be positive, found {self.cpus}")
+        if self.pids < 8:
+            raise HostError(f"--pids must be at least 8, found {self.pids}")
+        if self.log_cap < 1024 or self.output_limit < self.log_cap:
+            raise HostError("the log cap must be at least 1 KiB and at most the output limit")
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended. `exit_code` is the submission's (None when it was stopped)."""
+
+    runner: str
+    exit_code: int | None
+    seconds: float
+    timed_out: bool = False
+    out_of_memory: bool = False  # killed at the memory limit
+    hit_process_limit: bool = False  # a fork or thread was refused at least once
+    flooded: bool = False  # stopped for writing more than output_limit to stdout/stderr
+    log: bytes = b""  # stdout and stderr, capped (head + tail)
+    log_bytes: int = 0  # how many bytes it wrote in all
+    leftovers: list[str] = field(default_factory=list)  # what could not be stopped (must be [])
+
+
+class Runner(Protocol):
+    name: str
+
+    def run(self, submission: Path, data: Path, output: Path, limits: Limits) -> RunOutcome:
+        """Run `COMMAND` from `submission` (read-only) with `data` read-only at DATA_MOUNT and
+        `output` writable at OUTPUT_MOUNT, within `limits`. Returns when nothing of the run
+        is left."""
+        ...
+
+
+class LogCapture:
+    """Drains a pipe in a thread, keeping the first and the last `cap / 2` bytes.
+
+    Draining never stops (a submission, or the docker client, blocked on a full pipe would
+    only look hung); past `limit` bytes in all it sets `flood`, on which the runner stops the
+    run (from its own thread: this one must keep draining)."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, stream, cap: int, limit: int) -> None:
+        self._stream = stream
+        self._half = cap // 2
+        self._limit = limit
+        self._head = bytearray()
+        self._tail = bytearray()
+        self.total = 0
+        self.flood = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name="log-capture", daemon=True)
+        self._thread.start()
+
+    @property
+    def flooded(self) -> bool:
+        return self.flood.is_set()
+
+    def _drain(self) -> None:
+        fd = self._stream.fileno()
+        while chunk := os.read(fd, self.CHUNK):
+            self.total += len(chunk)
+            room = self._half - len(self._head)
+            if room > 0:
+                self._head += chunk[:room]
+                chunk = chunk[room:]
+            if chunk:
+                self._tail += chunk
+                del self._tail[: max(0, len(self._tail) - self._half)]
+            if self.total > self._limit:
+                self.flood.set()
+
+    def finish(self, timeout: float = 10.0) -> bytes:
+        """The capped log, once the writers are gone (or after `timeout`)."""
+        self._thread.join(timeout)
+        dropped = self.total - len(self._head) - len(self._tail)
+        if dropped <= 0:
+            return bytes(self._head + self._tail)
+        marker = (
+            f"\n[... {dropped:,} bytes of output dropped: the log keeps the first and the last "
+            f"{self._half:,} bytes ...]\n"
+        )
+        return bytes(self._head) + marker.encode() + bytes(self._tail)
+
+
+def wait_for_end(
+    proc: subprocess.Popen, timeout: float, flood: threading.Event, stop: Callable[[], None]
+) -> bool:
+    """Wait for `proc`; on a flood, or past `timeout`, call `stop` (which must end the whole
+    run) and wait again. Returns whether the run timed out."""
+    deadline = time.monotonic() + timeout
+    timed_out = False
+    while proc.poll() is None:
+        remaining = deadline - time.monotonic()
+        if flood.is_set() or remaining <= 0:
+            timed_out = not flood.is_set()
+            stop()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            break
+        flood.wait(min(0.1, remaining))
+    return timed_out

@@ -1,0 +1,88 @@
+"""Fixtures for the harness tests: a tiny hidden test set, the sandboxes, and checks that the
+organiser's files and processes are as they were."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scorer import example_data
+from scorer.harness import bwrap_runner, docker_runner
+
+ROOT = Path(__file__).resolve().parents[1]
+HOSTILE = ROOT / "tests" / "hostile"
+TEST_IMAGE = os.environ.get("MURA_TEST_IMAGE", "mura-evaluation:test")
+RUNNERS = ("bwrap", "docker")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def make_hidden_test(root: Path, n: int = 14, seed: int = 0) -> tuple[Path, Path, list[str]]:
+    """A hidden test set the harness can stage: (the folder holding MURA-v1.1/, the gold file
+    with six radiologists, the gold studies). The images are PNG-signed random bytes: the harness
+    never decodes them."""
+    test = example_data.make_test(n=n, seed=seed)
+    hidden = root / "hidden"
+    rng = np.random.default_rng(seed)
+    for study in test.studies:
+        folder = hidden / study
+        folder.mkdir(parents=True)
+        for view in range(1, int(rng.integers(1, 4)) + 1):
+            (folder / f"image{view}.png").write_bytes(PNG + rng.bytes(64))
+    gold = root / "test_radiologists.csv"
+    example_data.write_gold(gold, test)
+    return hidden, gold, list(test.studies)
+
+
+def tree_digest(*paths: Path) -> dict[str, tuple]:
+    """Every file and folder under `paths`: its content's hash, mode and mtime."""
+    found: dict[str, tuple] = {}
+    for base in paths:
+        for path in [base, *sorted(base.rglob("*"))] if base.is_dir() else [base]:
+            info = path.lstat()
+            content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+            found[str(path)] = (content, info.st_mode, info.st_mtime_ns)
+    return found
+
+
+def runner_or_skip(name: str):
+    """The named runner, or a skip that says what is missing (a failure in CI)."""
+    if name == "bwrap":
+        reason = bwrap_runner.unavailable_reason()
+        if reason is not None:
+            pytest.skip(f"bubblewrap runner: {reason}")
+        return bwrap_runner.BwrapRunner()
+    reason = docker_runner.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"docker runner: {reason} (CI starts one with .ci/docker-up)")
+    if subprocess.run(["docker", "image", "inspect", TEST_IMAGE], capture_output=True).returncode != 0:
+        pytest.skip(f"docker runner: no image {TEST_IMAGE} in the engine (.ci/docker-up builds it)")
+    return docker_runner.DockerRunner(TEST_IMAGE)
+
+
+def copy_submission(name: str, target: Path, files: dict[str, str] | None = None) -> Path:
+    """A copy of tests/hostile/NAME with extra files (token.txt, targets.txt, ...)."""
+    folder = target / name
+    shutil.copytree(HOSTILE / name, folder)
+    for file, text in (files or {}).items():
+        (folder / file).write_text(text)
+    return folder
+
+
+def host_processes_with(token: str) -> list[str]:
+    """Command lines of the host's processes that carry `token` (a sandbox's survivors)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if token in cmdline:
+                found.append(f"{entry.name}: {cmdline}")
+    return found

@@ -1,0 +1,7 @@
+"""Writes to stdout without end."""
+
+import sys
+
+line = "flood " * 10_000 + "\n"
+while True:
+    sys.stdout.write(line)

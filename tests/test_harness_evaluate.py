@@ -1,0 +1,341 @@
+"""`mura evaluate`'s pipeline: a good submission is scored exactly as `mura score` would score
+its mapped-back answer, its log is kept within the cap, the answer is collected safely, and
+the organiser's own mistakes are host errors that record nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from harness_helpers import RUNNERS, copy_submission, make_hidden_test, runner_or_skip, tree_digest
+
+from scorer.errors import HostError
+from scorer.harness import bwrap_runner, cli, docker_runner
+from scorer.harness.evaluate import Submission, evaluate, folder_sha256
+from scorer.harness.sandbox import GiB, Limits, MiB
+from scorer.leaderboard.store import open_store
+from scorer.pipeline import score_files
+from scorer.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+HOSTILE_WELL = ROOT / "tests" / "hostile" / "well_behaved"
+SETTINGS = Settings(resamples=200)
+LIMITS = Limits(timeout=60, memory=512 * MiB, pids=64, log_cap=16 * 1024)
+
+
+@pytest.fixture(scope="module")
+def hidden(tmp_path_factory):
+    return make_hidden_test(tmp_path_factory.mktemp("hidden"), n=21)
+
+
+def any_runner():
+    """bubblewrap if it is here, else docker: for tests of what every runner shares."""
+    if bwrap_runner.unavailable_reason() is None:
+        return runner_or_skip("bwrap")
+    return runner_or_skip("docker")
+
+
+def inline_submission(folder: Path, code: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "predict.py").write_text(code)
+    return folder
+
+
+ANSWER = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "images = [l for l in Path(sys.argv[1]).read_text().splitlines() if l]\n"
+    "studies = dict.fromkeys(i.rpartition('/')[0] + '/' for i in images)\n"
+)
+
+
+@pytest.mark.required_in_ci
+@pytest.mark.parametrize("runner_name", RUNNERS)
+def test_a_good_submission_is_scored_on_its_mapped_back_answer_and_recorded(runner_name, hidden, tmp_path):
+    runner = runner_or_skip(runner_name)
+    test_dir, gold, studies = hidden
+    submission = copy_submission("well_behaved", tmp_path)
+    db = tmp_path / "board.sqlite"
+    entry = Submission(submission, "bob", model="odd cases", institution="Uni", submitted="2018-11-30")
+    verdict = evaluate(entry, test_dir, gold, tmp_path / "run", runner, LIMITS, SETTINGS, db=db)
+
+    assert verdict.ok, verdict.reason
+    # well_behaved says abnormal for odd case numbers: rebuild that answer from the private map.
+    rows = (tmp_path / "run" / "private" / "map.csv").read_text().splitlines()[2:]
+    expected = {
+        real: int(anonymised.rstrip("/")[-1]) % 2 for anonymised, real in (r.split(",") for r in rows)
+    }
+    assert sorted(expected) == sorted(studies)
+    mapped = dict(line.split(",") for line in (tmp_path / "run" / "predictions.csv").read_text().splitlines())
+    assert {k: int(v) for k, v in mapped.items()} == expected
+    independent = tmp_path / "independent.csv"
+    independent.write_text("".join(f"{study},{value}\n" for study, value in expected.items()))
+    reference = score_files(gold, independent, SETTINGS)
+    assert verdict.result["Overall_Mean"] == reference["Overall_Mean"]
+    assert verdict.result["model"] == reference["model"]
+    assert (
+        json.loads((tmp_path / "run" / "result.json").read_text())["Overall_Mean"]
+        == reference["Overall_Mean"]
+    )
+    assert (tmp_path / "run" / "score.html").is_file()
+    assert (tmp_path / "run" / "log.txt").read_text() == f"wrote {len(studies)} studies\n"
+    outcome = json.loads((tmp_path / "run" / "outcome.json").read_text())
+    assert outcome["status"] == "scored" and outcome["run"]["runner"] == runner_name
+    with open_store(db) as store:
+        assert store.query("SELECT submitter, model, status, kappa, content_sha256 FROM submissions") == [
+            ("bob", "odd cases", "scored", reference["Overall_Mean"], folder_sha256(submission))
+        ]
+
+
+@pytest.mark.required_in_ci
+@pytest.mark.parametrize("runner_name", RUNNERS)
+def test_a_long_log_is_capped_to_its_head_and_tail_and_the_run_still_counts(runner_name, hidden, tmp_path):
+    runner = runner_or_skip(runner_name)
+    test_dir, gold, _ = hidden
+    code = ANSWER + (
+        "for i in range(100_000):\n    print(f'progress line {i}')\n"
+        "Path(sys.argv[2]).write_text(''.join(f'{s},0\\n' for s in studies))\n"
+        "print('THE END', file=sys.stderr)\n"
+    )
+    submission = inline_submission(tmp_path / "chatty", code)
+    verdict = evaluate(
+        Submission(submission, "c"), test_dir, gold, tmp_path / "run", runner, LIMITS, SETTINGS
+    )
+
+    assert verdict.ok, verdict.reason
+    log = (tmp_path / "run" / "log.txt").read_text()
+    total = sum(len(f"progress line {i}\n") for i in range(100_000)) + len("THE END\n")
+    assert verdict.outcome.log_bytes == total
+    assert log.startswith("progress line 0\nprogress line 1\n")
+    assert log.rstrip().endswith("THE END")
+    dropped = total - LIMITS.log_cap
+    assert (
+        f"[... {dropped:,} bytes of output dropped: the log keeps the first and the last 8,192 bytes ...]"
+        in log
+    )
+    assert len(log) - len(log.splitlines()[0]) < LIMITS.log_cap + 200
+
+
+@pytest.mark.required_in_ci
+@pytest.mark.parametrize(
+    "trick",
+    [
+        "os.symlink('/data/input.csv', sys.argv[2])",
+        "os.mkfifo(sys.argv[2])",
+        "os.mkdir(sys.argv[2])",
+    ],
+)
+def test_output_that_is_not_a_plain_file_is_refused_without_reading_it(trick, hidden, tmp_path):
+    test_dir, gold, _ = hidden
+    submission = inline_submission(tmp_path / "tricky", f"import os, sys\n{trick}\n")
+    verdict = evaluate(
+        Submission(submission, "t"), test_dir, gold, tmp_path / "run", any_runner(), LIMITS, SETTINGS
+    )
+    assert (
+        verdict.reason
+        == "/output/output.csv is not a regular file (a link, folder or pipe); write a plain CSV file"
+    )
+
+
+@pytest.mark.required_in_ci
+def test_invalid_optional_probabilities_fail_the_submission_and_valid_ones_add_auc(hidden, tmp_path):
+    test_dir, gold, studies = hidden
+    code = ANSWER + (
+        "Path(sys.argv[2]).write_text(''.join(f'{s},1\\n' for s in studies))\n"
+        "import os\n"
+        "Path(os.environ['MURA_PROBABILITIES']).write_text(''.join(f'{s},{P}\\n' for s in studies))\n"
+    )
+    good = inline_submission(tmp_path / "good", code.replace("{P}", "0.75"))
+    verdict = evaluate(
+        Submission(good, "g"), test_dir, gold, tmp_path / "run-good", any_runner(), LIMITS, SETTINGS
+    )
+    assert verdict.ok, verdict.reason
+    assert 0.0 <= verdict.result["roc"]["auc"] <= 1.0 or verdict.result["roc"]["auc"] is None
+    mapped = (tmp_path / "run-good" / "probabilities.csv").read_text().splitlines()
+    assert sorted(line.split(",")[0] for line in mapped) == sorted(studies)
+
+    bad = inline_submission(tmp_path / "bad", code.replace("{P}", "1.5"))
+    verdict = evaluate(
+        Submission(bad, "b"), test_dir, gold, tmp_path / "run-bad", any_runner(), LIMITS, SETTINGS
+    )
+    assert verdict.reason.startswith(
+        "/output/probabilities.csv (optional, but invalid): probabilities file: "
+    )
+
+
+def test_a_submission_without_predict_py_is_a_recorded_failure_and_nothing_runs(hidden, tmp_path):
+    test_dir, gold, _ = hidden
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "model.pt").write_bytes(b"weights")
+
+    class NeverRun:
+        name = "never"
+
+        def run(self, *args):
+            raise AssertionError("the sandbox must not run")
+
+    db = tmp_path / "board.sqlite"
+    verdict = evaluate(
+        Submission(empty, "dan"), test_dir, gold, tmp_path / "run", NeverRun(), LIMITS, SETTINGS, db=db
+    )
+    assert verdict.reason.startswith("the submission has no predict.py at its root")
+    with open_store(db) as store:
+        assert store.query("SELECT submitter, status, reason FROM submissions") == [
+            ("dan", "failed", verdict.reason)
+        ]
+
+
+def mura(*args, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "mura", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env
+    )
+
+
+@pytest.mark.parametrize(
+    "break_it, message",
+    [
+        (
+            lambda h, g, s: g.write_text("not,a,gold\nfile,x,y\n"),
+            r"^organiser error: gold file .*expected 0 or 1",
+        ),
+        (
+            lambda h, g, s: [p.unlink() for p in (h / s[0]).iterdir()],
+            r"^organiser error: test folder .*found none for 1 of",
+        ),
+        (
+            lambda h, g, s: (h.parent / "no-such").mkdir(),
+            r"^organiser error: --test .*no-such is not a folder",
+        ),
+    ],
+    ids=["bad gold", "missing images", "no test folder"],
+)
+def test_the_organisers_mistakes_exit_3_and_record_nothing(break_it, message, tmp_path):
+    hidden, gold, studies = make_hidden_test(tmp_path, n=7)
+    break_it(hidden, gold, studies)
+    if (tmp_path / "no-such").exists():
+        (tmp_path / "no-such").rmdir()
+        hidden = tmp_path / "no-such"
+    db = tmp_path / "board.sqlite"
+    submission = copy_submission("well_behaved", tmp_path / "s")
+    before = tree_digest(submission)
+    proc = mura(
+        "evaluate",
+        submission,
+        "--test",
+        hidden,
+        "--gold",
+        gold,
+        "--db",
+        db,
+        "--out",
+        tmp_path / "run",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert re.search(message, proc.stderr), proc.stderr
+    assert not db.exists()
+    assert tree_digest(submission) == before
+
+
+def test_an_out_folder_that_is_not_empty_is_refused(hidden, tmp_path):
+    test_dir, gold, _ = hidden
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "result.json").write_text("{}")
+    proc = mura(
+        "evaluate",
+        HOSTILE_WELL,
+        "--test",
+        test_dir,
+        "--gold",
+        gold,
+        "--no-record",
+        "--out",
+        tmp_path / "run",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 3
+    assert "already exists and is not empty" in proc.stderr
+    assert (tmp_path / "run" / "result.json").read_text() == "{}"
+
+
+
+@pytest.mark.required_in_ci
+def test_mura_evaluate_exits_2_for_a_failed_submission_and_0_for_a_scored_one(hidden, tmp_path):
+    test_dir, gold, _ = hidden
+    runner = "bwrap" if bwrap_runner.unavailable_reason() is None else "docker"
+    any_runner()  # skips (CI: fails) when neither is here
+    image = os.environ.get("MURA_TEST_IMAGE", "mura-evaluation:test")
+    common = ("--test", test_dir, "--gold", gold, "--db", tmp_path / "b.sqlite", "--runner", runner,
+              "--image", image, "--resamples", 100)  # fmt: skip
+    crashed = mura(
+        "evaluate", ROOT / "tests" / "hostile" / "crash", *common, "--out", tmp_path / "r1", cwd=tmp_path
+    )
+    assert crashed.returncode == 2
+    assert (
+        "submission failed (" in crashed.stderr
+        and "RuntimeError: the model file is corrupt" in crashed.stderr
+    )
+    scored = mura("evaluate", HOSTILE_WELL, *common, "--out", tmp_path / "r2", cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    assert "Overall" in scored.stdout and "recorded on" in scored.stdout
+
+
+def test_auto_picks_docker_when_an_engine_answers_else_bubblewrap_else_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(docker_runner, "unavailable_reason", lambda: None)
+    assert cli.choose_runner("auto", "img").name == "docker"
+    monkeypatch.setattr(docker_runner, "unavailable_reason", lambda: "no Docker engine answers (x)")
+    monkeypatch.setattr(bwrap_runner, "unavailable_reason", lambda: None)
+    assert cli.choose_runner("auto", "img").name == "bwrap"
+    monkeypatch.setattr(bwrap_runner, "unavailable_reason", lambda: "bubblewrap (bwrap) is not installed")
+    with pytest.raises(HostError, match=r"no sandbox .*start a Docker engine .*apt-get install bubblewrap"):
+        cli.choose_runner("auto", "img")
+
+
+def test_the_docker_command_line_holds_every_guarantee(tmp_path):
+    limits = Limits(timeout=9, memory=GiB, cpus=1.5, pids=99)
+    args = docker_runner.docker_arguments(
+        "n1", "img:t", tmp_path / "s", tmp_path / "d", tmp_path / "o", limits
+    )
+    text = " ".join(args)
+    for flag in ("--init", "--network none", "--read-only", "--cap-drop ALL",
+                 "--security-opt no-new-privileges", "--pull never", "--log-driver none",
+                 f"--memory {GiB}", f"--memory-swap {GiB}", "--cpus 1.5", "--pids-limit 99",
+                 "--user 1000:1000"):  # fmt: skip
+        assert flag in text, flag
+    assert f"source={tmp_path / 'd'},target=/data,readonly" in text
+    assert f"source={tmp_path / 's'},target=/submission,readonly" in text
+    assert f"source={tmp_path / 'o'},target=/output" in text and "--gpus" not in args
+    assert args[-3:] == ["img:t", "/data/input.csv", "/output/output.csv"]
+    with_gpus = docker_runner.docker_arguments("n", "i", tmp_path, tmp_path, tmp_path, Limits(gpus="all"))
+    assert with_gpus[with_gpus.index("--gpus") + 1] == "all"
+
+
+@pytest.mark.parametrize(
+    "text, size", [("512m", 512 * MiB), ("8g", 8 * GiB), ("1.5G", 3 * GiB // 2), ("4096", 4096)]
+)
+def test_sizes_are_read_as_docker_spells_them(text, size):
+    assert cli.parse_size(text, "--memory") == size
+
+
+def test_a_size_that_is_not_one_is_the_organisers_error():
+    with pytest.raises(HostError, match="expected a size such as 512m"):
+        cli.parse_size("lots", "--memory")
+
+
+def test_the_submission_hash_covers_names_and_contents_and_ignores_bytecode(tmp_path):
+    a = copy_submission("well_behaved", tmp_path / "a")
+    b = copy_submission("well_behaved", tmp_path / "b")
+    assert folder_sha256(a) == folder_sha256(b)
+    (b / "__pycache__").mkdir()
+    (b / "__pycache__" / "x.pyc").write_bytes(b"x")
+    assert folder_sha256(a) == folder_sha256(b)
+    (b / "bundle.bin").write_bytes(b"w")
+    assert folder_sha256(a) != folder_sha256(b)
