@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEMO ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench install clean codabench-bundle
+.PHONY: demo test lint bench install clean codabench-bundle image scoring-image hadolint
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,9 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The whole competition on generated data (demo/run.py); a second run reuses what the first made.
 demo: $(STAMP)
-	$(BIN)/python -m scorer.example_data $(DEMO)
+	$(BIN)/python demo/run.py --out $(DEMO)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -37,6 +38,27 @@ codabench-bundle:
 	cp -r scorer build/codabench/ && cp scorer/codabench/metadata.yaml build/codabench/
 	find build/codabench -name __pycache__ -prune -exec rm -rf {} +
 	cd build/codabench && $(PYTHON) -m zipfile -c ../../dist/scoring_program.zip metadata.yaml scorer
+
+# The docker images (docker/): `make image [EVAL_BASE=...] [EVAL_EXTRAS=model]`, `make scoring-image`.
+# A CA bundle in $PIP_CERT (a proxy's) is handed to pip inside the build via docker/certs/.
+EVAL_IMAGE ?= mura-evaluation:latest
+EVAL_BASE ?=
+EVAL_EXTRAS ?= model
+SCORING_IMAGE ?= mura-scoring:latest
+DOCKER_BUILD = docker build --network host
+
+docker/certs/build-ca.crt:
+	@if [ -f "$${PIP_CERT:-}" ]; then cp "$$PIP_CERT" $@; fi
+
+image: docker/certs/build-ca.crt
+	$(DOCKER_BUILD) -f docker/evaluation.Dockerfile $(if $(EVAL_BASE),--build-arg BASE=$(EVAL_BASE)) \
+		--build-arg EXTRAS=$(EVAL_EXTRAS) -t $(EVAL_IMAGE) .
+
+scoring-image: docker/certs/build-ca.crt
+	$(DOCKER_BUILD) -f docker/scoring.Dockerfile -t $(SCORING_IMAGE) .
+
+hadolint: $(STAMP)
+	$(BIN)/hadolint docker/evaluation.Dockerfile docker/scoring.Dockerfile
 
 clean:
 	rm -rf $(VENV) build $(DEMO) .pytest_cache .ruff_cache

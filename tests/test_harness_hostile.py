@@ -140,11 +140,13 @@ def test_a_hostile_or_broken_submission_ends_as_a_recorded_failure(
     assert verdict.outcome.leftovers == []
     assert host_processes_with(token) == []
     assert listener[1] == []
+    sandbox = verdict.outcome.sandbox
     if runner_name == "bwrap" and cgroups.available():
-        assert not list((cgroups.ROOT / "pids" / cgroups.PARENT).glob("run-*"))
+        assert sandbox.startswith("run-")
+        assert not [c for c in cgroups.CONTROLLERS if (cgroups.ROOT / c / cgroups.PARENT / sandbox).exists()]
     if runner_name == "docker":
         names = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True)
-        assert b"mura-eval-" not in names.stdout
+        assert sandbox.startswith("mura-eval-") and sandbox.encode() not in names.stdout.split()
     # The run folder says the same.
     assert (run / "log.txt").stat().st_size <= LIMITS.log_cap + 200
     assert not (run / "sandbox" / "data").exists()  # the staged copy is gone

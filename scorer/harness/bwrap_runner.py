@@ -186,6 +186,7 @@ class BwrapRunner:
             log=log,
             log_bytes=capture.total,
             leftovers=[f"process {pid}" for pid in sorted(leftovers)],
+            sandbox=run_id,
         )
         if groups is not None:
             outcome.out_of_memory = groups.oom_kills() > 0

@@ -151,6 +151,7 @@ class DockerRunner:
             log=log,
             log_bytes=capture.total,
             leftovers=[f"container {name}"] if leftovers else [],
+            sandbox=name,
         )
 
 

@@ -85,6 +85,7 @@ class RunOutcome:
     log: bytes = b""  # stdout and stderr, capped (head + tail)
     log_bytes: int = 0  # how many bytes it wrote in all
     leftovers: list[str] = field(default_factory=list)  # what could not be stopped (must be [])
+    sandbox: str = ""  # the run's container name or cgroup name, for the organiser's records
 
 
 class Runner(Protocol):

@@ -1,0 +1,77 @@
+"""docker/: the evaluation and scoring images' Dockerfiles and the build context."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EVALUATION = ROOT / "docker" / "evaluation.Dockerfile"
+SCORING = ROOT / "docker" / "scoring.Dockerfile"
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    if found is None:
+        pytest.skip("hadolint is not installed (the dev extra brings it: pip install -e '.[dev]')")
+    return found
+
+
+@pytest.mark.required_in_ci
+@pytest.mark.parametrize("dockerfile", [EVALUATION, SCORING], ids=["evaluation", "scoring"])
+def test_the_dockerfiles_pass_hadolint(dockerfile):
+    proc = subprocess.run([hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def test_the_evaluation_image_defaults_to_a_cuda_pytorch_runtime_and_runs_the_contract_unprivileged():
+    steps = instructions(EVALUATION)
+    assert steps[0][0] == "ARG" and re.fullmatch(
+        r"BASE=pytorch/pytorch:[\w.]+-cuda[\d.]+-cudnn\d+-runtime", steps[0][1]
+    )
+    assert steps[1] == ("FROM", "${BASE}")
+    user = [value for kind, value in steps if kind == "USER"]
+    assert user and user[-1].split(":")[0] not in ("0", "root")
+    assert ("WORKDIR", "/submission") in steps
+    assert ("ENTRYPOINT", '["python3", "predict.py"]') in steps
+    assert ("CMD", '["/data/input.csv", "/output/output.csv"]') in steps
+    run = " ".join(value for kind, value in steps if kind == "RUN")
+    assert "useradd" in run and "--uid 1000" in run  # the harness runs it as 1000:1000
+
+
+def test_the_scoring_image_installs_the_kit_without_torch():
+    steps = instructions(SCORING)
+    run = " ".join(value for kind, value in steps if kind == "RUN")
+    assert "pip install" in run and "[model]" not in run and "torch" not in run
+    assert not any(kind == "COPY" and "reference_model" in value for kind, value in steps)
+    assert ("ENTRYPOINT", '["mura"]') in steps
+
+
+def test_the_build_context_holds_the_sources_and_never_the_data():
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    patterns = [p for p in patterns if p and not p.startswith("#")]
+    assert patterns[0] == "*"  # everything is excluded first ...
+    allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
+    assert allowed == {
+        "pyproject.toml",
+        "setup.cfg",
+        "README.md",
+        "mura",
+        "scorer",
+        "reference_model",
+        "docker/certs",
+    }
+    sources = [src for kind, value in instructions(EVALUATION) + instructions(SCORING) if kind == "COPY"
+               for src in value.split()[:-1]]  # fmt: skip
+    assert {src.rstrip("/") for src in sources} <= allowed
