@@ -97,8 +97,8 @@ def test_a_writer_killed_mid_write_leaves_a_consistent_store(tmp_path, result_fi
     path.write_text(json.dumps(result))
     db = tmp_path / "lb.sqlite"
     for round_ in range(3):
-        writer = _writer(db, path, f"k{round_}", -1, 0)  # writes until killed
         before = len(_check_consistent(db)) if db.exists() else 0
+        writer = _writer(db, path, f"k{round_}", -1, 0)  # writes until killed
         deadline = time.time() + 60
         while time.time() < deadline:
             time.sleep(0.05)

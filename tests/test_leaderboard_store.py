@@ -175,6 +175,14 @@ def test_a_malformed_result_names_the_field(tmp_path, result, change, needle):
         assert store.counts() == {"scored": 0, "failed": 0}
 
 
+def test_a_result_with_nan_anywhere_is_refused(tmp_path, result):
+    broken = _broken(result, lambda r: r["model"]["Elbow"].update(accuracy=float("nan")))
+    with open_store(tmp_path / "lb.sqlite") as store:
+        with pytest.raises(HostError, match=r"^r\.json: holds NaN or Infinity"):
+            store.add_result(broken, Entry("alice"), source="r.json")
+        assert store.counts() == {"scored": 0, "failed": 0}
+
+
 def test_a_result_that_is_not_an_object(tmp_path):
     with (
         open_store(tmp_path / "lb.sqlite") as store,

@@ -65,19 +65,21 @@ def add(
 ) -> None:
     """Record RESULT.json (written by `mura score --json RESULT.json`), or a failure with
     --failed. Recording the same result again adds nothing and says so."""
-    from scorer.leaderboard.records import load_json
+    from scorer.leaderboard import records
     from scorer.leaderboard.store import Entry, open_store
 
     try:
-        if (result is None) == (reason is None):
-            raise HostError("give either RESULT.json (a `mura score --json` result) or --failed REASON")
         entry = Entry(submitter, model, institution, link, date, content)
-        document = load_json(result, "result file") if result is not None else None
+        # Everything is checked before the store is opened (or created).
+        if result is not None and reason is None:
+            document = records.load_json(result, "result file")
+            record = records.from_result(document, entry, source=str(result))
+        elif reason is not None and result is None:
+            record = records.from_failure(reason, entry)
+        else:
+            raise HostError("give either RESULT.json (a `mura score --json` result) or --failed REASON")
         with open_store(db) as store:
-            if result is not None:
-                sid, added = store.add_result(document, entry, source=str(result))  # type: ignore[arg-type]
-            else:
-                sid, added = store.add_failure(reason, entry)  # type: ignore[arg-type]
+            sid, added = store.add(record)
     except ScoringError as exc:
         fail(exc)
     what = "failure" if result is None else "result"

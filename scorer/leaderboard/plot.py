@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 
-from scorer.leaderboard.rank import Board
+from scorer.leaderboard.rank import Board, Scored
 
 ENTRY_COLOUR = "#1f5fa8"
 RADIOLOGIST_COLOUR = "#c0392b"
@@ -17,14 +18,14 @@ def _label(text: str) -> str:
     return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
 
 
-def forest_png(board: Board, top: int, entry_label) -> bytes:
+def forest_png(board: Board, top: int, entry_label: Callable[[Scored], str]) -> bytes:
     """A PNG (same board, same bytes): one line per radiologist, then the top `top` entries."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    lines = [(f"{r.label}", r.scores[:3], RADIOLOGIST_COLOUR) for r in board.radiologists]
+    lines = [(r.label, r.scores[:3], RADIOLOGIST_COLOUR) for r in board.radiologists]
     lines += [
         (f"#{row.rank} {entry_label(row.entry)}", row.entry.scores[:3], ENTRY_COLOUR)
         for row in board.rows[:top]

@@ -209,6 +209,10 @@ def from_result(result: object, entry: Entry, *, source: str = "result", scored:
         **result,
         "inputs": {k: {"sha256": v.get("sha256")} for k, v in inputs.items() if isinstance(v, dict)},
     }
+    try:
+        body = json.dumps(result, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # `mura score` writes null for what is undefined, never NaN
+        raise HostError(f"{source}: holds NaN or Infinity, which `mura score --json` never writes") from None
     return Record(
         identity=identity(SCORED, submitter, content, submitted, what),
         submitter=submitter,
@@ -224,7 +228,7 @@ def from_result(result: object, entry: Entry, *, source: str = "result", scored:
         gold_raters=tuple(raters),
         gold_sha256=hashes.get("gold"),
         content_sha256=content,
-        result_json=json.dumps(result, separators=(",", ":"), allow_nan=False),
+        result_json=body,
     )
 
 

@@ -12,12 +12,11 @@ survives a crash of the machine, too).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +108,7 @@ class Store:
             )
         return sid, True
 
-    def _write(self) -> contextlib.AbstractContextManager[None]:
+    def _write(self) -> AbstractContextManager[None]:
         return _immediate(self._conn, self.path)
 
     # --- reading ------------------------------------------------------------------------------
