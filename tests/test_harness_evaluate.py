@@ -241,7 +241,9 @@ def test_the_organisers_mistakes_exit_3_and_record_nothing(break_it, message, tm
     assert proc.returncode == 3, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert re.search(message, proc.stderr), proc.stderr
-    assert not db.exists()
+    if db.exists():
+        with open_store(db) as store:
+            assert store.query("SELECT COUNT(*) FROM submissions") == [(0,)]
     assert tree_digest(submission) == before
 
 
@@ -339,3 +341,23 @@ def test_the_submission_hash_covers_names_and_contents_and_ignores_bytecode(tmp_
     assert folder_sha256(a) == folder_sha256(b)
     (b / "bundle.bin").write_bytes(b"w")
     assert folder_sha256(a) != folder_sha256(b)
+
+
+def test_a_leaderboard_file_that_is_not_a_store_stops_before_anything_runs(hidden, tmp_path):
+    test_dir, gold, _ = hidden
+    db = tmp_path / "board.sqlite"
+    db.write_text("these are not the results you are looking for\n")
+    run = tmp_path / "run"
+    args = ("--test", test_dir, "--gold", gold, "--db", db, "--out", run)
+    proc = mura("evaluate", HOSTILE_WELL, *args, cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.startswith("organiser error: ") and str(db) in proc.stderr
+    assert db.read_text() == "these are not the results you are looking for\n"
+    assert not (run / "log.txt").exists()
+
+
+@pytest.mark.required_in_ci
+def test_gpus_are_for_the_docker_runner_only(hidden, tmp_path):
+    runner = runner_or_skip("bwrap")
+    with pytest.raises(HostError, match="--gpus needs the docker runner"):
+        runner.run(HOSTILE_WELL, tmp_path, tmp_path, Limits(gpus="all"))

@@ -138,6 +138,8 @@ class BwrapRunner:
         reason = unavailable_reason()
         if reason is not None:
             raise HostError(f"the bubblewrap sandbox is unavailable: {reason}")
+        if limits.gpus:
+            raise HostError("--gpus needs the docker runner; the bubblewrap sandbox has no GPU devices")
         run_id = f"run-{uuid.uuid4().hex[:12]}"
         os.chmod(output, 0o777)  # the sandbox's user is not the organiser
         groups = None

@@ -12,6 +12,7 @@ killing the `docker run` client alone leaves the container running (../shared/RE
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -157,8 +158,6 @@ class DockerRunner:
 
 def _inspect(name: str) -> dict | None:
     """The container's final state (ExitCode, OOMKilled), or None if there is no container."""
-    import json
-
     probe = subprocess.run(
         ["docker", "inspect", "--format", "{{json .State}}", name], capture_output=True, text=True
     )

@@ -86,12 +86,14 @@ def evaluate(
     seed: int | None = None,
 ) -> Verdict:
     """Run, score and record one submission. Raises HostError for the organiser's errors."""
-    table = check_host_inputs(submission.folder, test_dir, gold, out, limits, settings, strata)
+    table = check_host_inputs(submission.folder, test_dir, gold, out, limits, settings, strata, db)
     verdict = Verdict(out)
     private = out / "private"
     sandbox = out / "sandbox"
     reason = missing_entry_point(submission.folder)
     if reason is None:
+        # Only the organiser may enter: the sandbox's writable /output is world-writable inside.
+        sandbox.mkdir(mode=0o700)
         staged = anonymise(test_dir, table, sandbox / "data", private, seed)
         output = sandbox / "output"
         output.mkdir()
@@ -99,7 +101,7 @@ def evaluate(
             verdict.outcome = runner.run(submission.folder.resolve(), staged.data, output, limits)
         finally:
             remove_tree(staged.data)
-        write_log(out / "log.txt", verdict.outcome)
+        (out / "log.txt").write_bytes(verdict.outcome.log)
         if verdict.outcome.leftovers:
             raise HostError(
                 f"the {runner.name} sandbox could not stop everything the submission started "
@@ -142,6 +144,7 @@ def check_host_inputs(
     limits: Limits,
     settings: Settings,
     strata: Path | None,
+    db: Path | None,
 ):
     """The organiser's inputs, checked before anything runs. Returns the gold table."""
     limits.check()
@@ -153,6 +156,11 @@ def check_host_inputs(
     table = read_gold(gold)
     if strata is not None:
         read_strata(strata, table.studies)
+    if db is not None:  # a file that is not a leaderboard store must not cost a whole run
+        from scorer.leaderboard.store import open_store
+
+        with open_store(db):
+            pass
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HostError(f"--out {out} already exists and is not empty; choose a new folder (nothing was run)")
     out.mkdir(parents=True, exist_ok=True)
@@ -193,10 +201,6 @@ def last_lines(log: bytes, count: int = LOG_LINES_IN_REASON, width: int = 300) -
     text = " | ".join(lines[-count:])
     text = "".join(ch if ch.isprintable() else "?" for ch in text)
     return text if len(text) <= width else "..." + text[-width:]
-
-
-def write_log(path: Path, outcome: RunOutcome) -> None:
-    path.write_bytes(outcome.log)
 
 
 def collect(output: Path, name: str, private: Path) -> Path | str | None:
