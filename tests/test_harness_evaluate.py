@@ -361,3 +361,15 @@ def test_gpus_are_for_the_docker_runner_only(hidden, tmp_path):
     runner = runner_or_skip("bwrap")
     with pytest.raises(HostError, match="--gpus needs the docker runner"):
         runner.run(HOSTILE_WELL, tmp_path, tmp_path, Limits(gpus="all"))
+
+
+def test_bubblewrap_binds_an_interpreter_under_tmp_after_mounting_the_sandboxs_own_tmp(monkeypatch, tmp_path):
+    # A CI clone keeps its virtual environment under /tmp: a later tmpfs on /tmp would hide it.
+    venv = "/tmp/ci/main/.venv"
+    monkeypatch.setattr(bwrap_runner, "python_binds", lambda: [venv])
+    args = bwrap_runner.sandbox_arguments(tmp_path / "s", tmp_path / "d", tmp_path / "o", Limits(), "run-x")
+    tmpfs = [i for i, a in enumerate(args) if a == "--tmpfs"]
+    bind = args.index(venv)
+    assert args[bind - 1] == "--ro-bind" and all(i < bind for i in tmpfs)
+    assert args[args.index("--unshare-all") :].count("--network") == 0 and "--cap-drop" in args
+    assert args[-4:] == [sys.executable, "predict.py", "/data/input.csv", "/output/output.csv"]

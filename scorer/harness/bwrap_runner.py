@@ -112,13 +112,16 @@ def sandbox_arguments(submission: Path, data: Path, output: Path, limits: Limits
     for path in ("/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime"):
         if Path(path).exists():
             args += ["--ro-bind", path, path]
-    for path in python_binds():
-        args += ["--ro-bind", path, path]
     args += [
         "--proc", "/proc",
         "--dev", "/dev",
         "--size", str(limits.tmp), "--perms", "1777", "--tmpfs", "/tmp",
         "--size", str(limits.tmp), "--perms", "1777", "--tmpfs", "/dev/shm",
+    ]  # fmt: skip
+    # After the tmpfs: a virtual environment under /tmp must stay visible.
+    for path in python_binds():
+        args += ["--ro-bind", path, path]
+    args += [
         "--ro-bind", str(submission), SUBMISSION_MOUNT,
         "--ro-bind", str(data), DATA_MOUNT,
         "--bind", str(output), OUTPUT_MOUNT,
