@@ -43,7 +43,6 @@ FALLBACK_PROBABILITY = 0.0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 PRECISIONS = ("fp32", "bf16")
 # On the 2-core evaluation VM ONNX Runtime ran DenseNet-169 fastest at batch 16 (bench/README.md).
-CPU_BATCH = 16
 BACKENDS = ("auto", "onnx", "torch")
 
 
@@ -205,6 +204,10 @@ class OnnxEngine:
     """The bundle's ensemble.onnx under ONNX Runtime on CPU: images -> (N, members)."""
 
     name = "onnxruntime fp32"
+    # ONNX Runtime's arena keeps every activation of a batch for each member: a 2-member
+    # DenseNet-169 peaked at 4.2 GB at batch 16 and 1.3 GB at batch 4, at the same speed
+    # (bench/README.md), so small batches cost nothing and leave the container its memory.
+    batch_size = 4
 
     def __init__(self, path: Path, threads: int) -> None:
         import onnxruntime as ort
@@ -250,6 +253,7 @@ class TorchEngine:
                 self.dtype = torch.bfloat16
         self.net = net
         self.autocast = self.device.type == "cuda"
+        self.batch_size = 64 if self.autocast else 16  # a GPU wants large batches; CPU bf16 peaks at 8-16
         self.name = f"torch {self.device.type} " + (
             "mixed precision" if self.autocast else ("bf16" if self.dtype == torch.bfloat16 else "fp32")
         )
@@ -359,7 +363,7 @@ def predict(
     except BundleError as exc:
         raise PredictError(f"broken bundle: {exc}") from None
     on_gpu = engine.name.startswith("torch cuda")
-    batch_size = batch_size or (64 if on_gpu else CPU_BATCH)
+    batch_size = batch_size or engine.batch_size
     # On CPU one decoding thread keeps ahead of the network (decoding is ~5% of the work);
     # more would take cores from the arithmetic. A GPU needs several to be kept busy.
     threads = min(8, cpus) if on_gpu else 1
@@ -469,7 +473,10 @@ DEFAULT_BUNDLE = "submission/bundle"
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option(
-    "--batch-size", type=int, default=None, help="Images per batch (default: 16 on CPU, 64 on GPU)."
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Images per batch (default: 4 with ONNX Runtime, 16 with torch on CPU, 64 on GPU).",
 )
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
