@@ -24,7 +24,6 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +35,7 @@ import numpy as np
 
 from reference_model.bundle import BundleError, Manifest, read_manifest, verify_files
 from reference_model.data import DataError, ImageError, load_image, read_image_paths
+from scorer.files import write_atomic
 from scorer.paths import study_of_image
 
 FALLBACK_LABEL = 0
@@ -403,27 +403,13 @@ def predict(
             label = int(p > manifest.threshold)
         labels.append(f"{study.key},{label}\n")
         probs.append(f"{study.key},{p:.6f}\n")
+    for target in (output_csv, probabilities):
+        if target is not None:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(output_csv, "".join(labels))
     if probabilities is not None:
         write_atomic(probabilities, "".join(probs))
     return Summary(len(studies), len(images), unreadable, fallback, time.perf_counter() - start, engine.name)
-
-
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write via a temporary file in the same folder and a rename: a killed run leaves either
-    the old file or the whole new one, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class _NoBar:

@@ -8,19 +8,13 @@ from pathlib import Path
 import click
 
 from scorer.errors import ScoringError
+from scorer.files import write_atomic
 
 
 def fail(exc: ScoringError) -> None:
     """Report a scoring error as one line on stderr and exit with its code (2 or 3)."""
     click.echo(exc.line(), err=True)
     sys.exit(exc.exit_code)
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write a whole file or nothing: a temporary file in the same folder, then a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 @click.command()
@@ -113,9 +107,9 @@ def score(
         fail(exc)
     text = report.to_json(result)
     if json_out is not None:
-        write_text(json_out, text)
+        write_atomic(json_out, text)
     if html_out is not None:
-        write_text(html_out, report.to_html(result))
+        write_atomic(html_out, report.to_html(result))
     click.echo(text if fmt == "json" else report.to_table(result), nl=False)
 
 
@@ -160,7 +154,7 @@ def audit_labels(
         fail(exc)
     text = report.to_json(result)
     if json_out is not None:
-        write_text(json_out, text)
+        write_atomic(json_out, text)
     if html_out is not None:
-        write_text(html_out, report.audit_to_html(result))
+        write_atomic(html_out, report.audit_to_html(result))
     click.echo(text if fmt == "json" else report.audit_to_table(result), nl=False)

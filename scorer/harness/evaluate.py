@@ -26,8 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from scorer import report
-from scorer.cli import write_text
 from scorer.errors import HostError, ParticipantError
+from scorer.files import write_atomic
 from scorer.formats import (
     PREDICTIONS,
     PROBABILITIES,
@@ -119,8 +119,8 @@ def evaluate(
             probabilities_path=probabilities if probabilities.is_file() else None,
             strata_path=strata,
         )
-        write_text(out / "result.json", report.to_json(verdict.result))
-        write_text(out / "score.html", report.to_html(verdict.result))
+        write_atomic(out / "result.json", report.to_json(verdict.result))
+        write_atomic(out / "score.html", report.to_html(verdict.result))
     verdict.reason = reason
     write_outcome(out / "outcome.json", verdict, limits)
     if db is not None:
@@ -259,7 +259,7 @@ def write_real(staged: Anonymised, path: Path, target: Path, kind: SubmissionFil
         f"{staged.real[study]},{int(value) if kind is PREDICTIONS else repr(float(value))}\n"
         for study, value in zip(staged.studies, values)
     )
-    write_text(target, "".join(lines))
+    write_atomic(target, "".join(lines))
 
 
 def write_outcome(path: Path, verdict: Verdict, limits: Limits) -> None:
@@ -273,7 +273,7 @@ def write_outcome(path: Path, verdict: Verdict, limits: Limits) -> None:
         else {k: v for k, v in asdict(outcome).items() if k not in ("log",)},
         "kappa": None if verdict.result is None else verdict.result.get("Overall_Mean"),
     }
-    write_text(path, json.dumps(record, indent=2) + "\n")
+    write_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 def folder_sha256(folder: Path) -> str:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from scorer.cli import fail, write_text
+from scorer.cli import fail
 from scorer.errors import HostError, ScoringError
+from scorer.files import write_atomic
 from scorer.leaderboard.store import DEFAULT_DB, ENV_VAR
 
 db_option = click.option(
@@ -156,7 +157,7 @@ def render(
         text = RENDERERS[fmt](board, **options)
         if out is not None:
             try:
-                write_text(out, text)
+                write_atomic(out, text)
             except OSError as exc:
                 raise HostError(f"cannot write --out {out} ({exc.strerror})") from None
     except ScoringError as exc:
