@@ -1,10 +1,25 @@
-"""Writing a file whole or not at all: both sides of the kit write their outputs this way."""
+"""Reading a file with a clear error, and writing one whole or not at all."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+from scorer.errors import HostError, ScoringError
+
+
+def read_file(path: Path, what: str, kind: str, error: type[ScoringError] = HostError) -> bytes:
+    """A file's bytes, or `error` saying why it cannot be read (`what` names the file, `kind`
+    says what was expected there)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist; expected {kind} there") from None
+    except IsADirectoryError:
+        raise error(f"{what} {path} is a folder; expected {kind}") from None
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read ({exc.strerror}); check its permissions") from None
 
 
 def write_atomic(path: str | Path, text: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from scorer.errors import HostError, ParticipantError, ScoringError, examples
+from scorer.files import read_file
 from scorer.paths import normalize_study, study_type
 
 BOM = b"\xef\xbb\xbf"
@@ -37,14 +38,7 @@ def read_rows(path: str | Path, *, what: str, participant: bool) -> list[Row]:
     """
     error: type[ScoringError] = ParticipantError if participant else HostError
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise error(f"{what} {path} does not exist; expected a CSV file there") from None
-    except IsADirectoryError:
-        raise error(f"{what} {path} is a folder; expected a CSV file") from None
-    except OSError as exc:
-        raise error(f"{what} {path} cannot be read ({exc.strerror}); check its permissions") from None
+    data = read_file(path, what, "a CSV file", error)
 
     if data.startswith(BOM):
         if participant:

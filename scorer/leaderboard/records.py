@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scorer.errors import HostError
+from scorer.files import read_file
 from scorer.leaderboard.schema import GROUPS
 
 if TYPE_CHECKING:
@@ -259,14 +260,7 @@ def from_failure(reason: object, entry: Entry, *, scored: str | None = None) -> 
 def load_json(path: str | Path, what: str) -> object:
     """A JSON file's content; a HostError naming the file when it cannot be read or parsed."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise HostError(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise HostError(f"{what} {path} is a folder; expected a JSON file") from None
-    except OSError as exc:
-        raise HostError(f"{what} {path} cannot be read ({exc.strerror})") from None
+    data = read_file(path, what, "a JSON file")
     if not data.strip():
         raise HostError(f"{what} {path} is empty; expected a JSON document")
     try:
