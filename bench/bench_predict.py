@@ -140,7 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--members", type=int, default=2)
-    parser.add_argument("--naive-images", type=int, default=60)
+    parser.add_argument("--naive-images", type=int, default=None, help="default: the same images as (c)")
     parser.add_argument("--memory-images", default="100,2000")
     args = parser.parse_args()
 
@@ -155,7 +155,7 @@ def main() -> None:
         print(f"{args.members} x DenseNet-169, 224 px, {len(images)} images of 512 px, {os.cpu_count()} CPUs")
 
         a = limit(bundle, 224)
-        b = naive(bundle, data, images[: args.naive_images])
+        b = naive(bundle, data, images[: args.naive_images or len(images)])
         c, c_wall, _ = run_predict(bundle, data, images, work)
         fp32 = probabilities(work / "probs.csv")
         bf16, _, _ = run_predict(bundle, data, images, work, "--precision", "bf16")
