@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -221,3 +222,145 @@ def test_help():
     assert proc.returncode == 0
     for command in ("add", "render", "import-codalab"):
         assert command in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "date, found",
+    [
+        ("0500-01-01", "found '0500-01-01' (year 500 in UTC)"),
+        ("0001-01-01T00:00:00+01:00", "which is before year 1 in UTC"),
+        ("9999-12-31T23:59:59-01:00", "which is after year 9999 in UTC"),
+        ("30/11/2018", "found '30/11/2018'"),
+    ],
+)
+def test_a_bad_date_is_an_error_about_the_option_not_the_result_file(tmp_path, scored, date, found):
+    db = tmp_path / "lb.sqlite"
+    proc = mura("leaderboard", "add", scored, "--submitter", "a", "--date", date, "--db", db)
+    assert_host_error(
+        proc,
+        "organiser error: --date: submission date: expected an ISO 8601 date or datetime from 1970 to 9999",
+        found,
+    )
+    assert str(scored) not in proc.stderr
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    "option, value, needle",
+    [
+        ("--link", "www.x.org", "--link: link: expected an http:// or https:// address"),
+        ("--sha256", "12", "--sha256: content_sha256: expected a SHA-256 digest"),
+        ("--model", os.fsdecode(b"caf\xe9"), "--model: model: expected printable text"),  # not UTF-8
+        ("--institution", "\x1b[2JUni", "--institution: institution: expected printable text"),
+    ],
+)
+def test_each_bad_option_is_named_in_its_error(tmp_path, scored, option, value, needle):
+    proc = mura(
+        "leaderboard", "add", scored, "--submitter", "a", option, value, "--db", tmp_path / "lb.sqlite"
+    )
+    assert_host_error(proc, f"organiser error: {needle}")
+    assert str(scored) not in proc.stderr and not (tmp_path / "lb.sqlite").exists()
+
+
+def test_re_adding_with_corrected_details_updates_the_row(tmp_path, scored):
+    db = tmp_path / "lb.sqlite"
+    base = ["leaderboard", "add", scored, "--submitter", "alice", "--db", db]
+    first = mura(*base, "--model", "dense-x3", "--institution", "Uni", "--date", "2018-11-30")
+    assert first.stdout == f"recorded result as submission 1 in {db}\n"
+    fixed = mura(*base, "--model", "dense-x4", "--link", "https://u.org/m")
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.stdout == (
+        f"already recorded as submission 1 in {db}; updated its model 'dense-x3' -> 'dense-x4', "
+        "link none -> 'https://u.org/m'\n"
+    )
+    cleared = mura(*base, "--institution", "", "--date", "2019-01-01")
+    assert cleared.stdout == (
+        f"already recorded as submission 1 in {db}; updated its institution 'Uni' -> none (its submission "
+        "date stays 2018-11-30T00:00:00Z: a recorded submission keeps its date)\n"
+    )
+    same = mura(*base, "--model", "dense-x4")
+    assert same.stdout == f"already recorded as submission 1 in {db}; nothing added\n"
+    board = mura("leaderboard", "render", "--db", db)
+    assert board.stdout.splitlines()[3].startswith("| 1 | Nov 30, 2018 | dense-x4 <https://u.org/m> | ")
+    with open_store(db) as store:
+        assert store.counts() == {"scored": 1, "failed": 0}
+
+
+def test_an_empty_file_is_never_taken_for_a_store(tmp_path, scored):
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    dump = tmp_path / "dump.json"
+    dump.write_text('{"leaderboard": []}')
+    for command in (["render"], ["add", scored, "--submitter", "a"], ["import-codalab", dump]):
+        proc = mura("leaderboard", *command, "--db", empty)
+        assert_host_error(proc, f"leaderboard store {empty} is an empty file (0 bytes)", "truncated")
+        assert empty.stat().st_size == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dump.json", "empty.sqlite"]
+
+
+def test_a_db_under_a_file_says_it_is_a_file(tmp_path, scored):
+    gold = tmp_path / "gold.csv"
+    gold.write_text("x\n")
+    for command in (["render"], ["add", scored, "--submitter", "a"]):
+        proc = mura("leaderboard", *command, "--db", gold / "x.sqlite")
+        assert_host_error(proc, f"{gold} is a file, not a folder")
+        assert "does not exist" not in proc.stderr
+
+
+def _edited_store(tmp_path, scored, sql: str, *params):
+    db = tmp_path / "lb.sqlite"
+    assert mura("leaderboard", "add", scored, "--submitter", "a", "--db", db).returncode == 0
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(sql, params)
+    conn.close()
+    return db
+
+
+@pytest.mark.parametrize(
+    "sql, params, needle",
+    [
+        (  # what `add --date 0500-01-01` stored before dates were checked
+            "UPDATE submissions SET submitted = ?",
+            ("500-01-01T00:00:00Z",),
+            "submission 1's submission date is unreadable: expected a UTC time such as "
+            "2018-11-30T19:48:12Z, found '500-01-01T00:00:00Z'",
+        ),
+        ("UPDATE submissions SET submitted = ?", ("2018-13-01T00:00:00Z",), "submission date"),
+        ("UPDATE submissions SET kappa = ?", ("high",), "submission 1's kappa is unreadable"),
+        ("UPDATE submissions SET hand_upper = ?", (7.5,), "submission 1's hand_upper is unreadable"),
+        ("UPDATE submissions SET model = ?", (b"\x00\x01",), "submission 1's model is unreadable"),
+        ("UPDATE submissions SET link = ?", ("javascript:alert(1)",), "submission 1's link is unreadable"),
+        (
+            "UPDATE radiologists SET kappa = ? WHERE grp = 'Overall'",
+            ("n/a",),
+            "submission 1's radiologist 'Rad",
+        ),
+    ],
+)
+def test_render_names_a_stored_value_it_cannot_read(tmp_path, scored, sql, params, needle):
+    db = _edited_store(tmp_path, scored, sql, *params)
+    for fmt in ("md", "html", "csv", "json"):
+        proc = mura("leaderboard", "render", "--db", db, "--format", fmt)
+        assert_host_error(proc, f"leaderboard store {db}: ", needle, "with an SQLite tool")
+        assert proc.stdout == ""
+
+
+def test_a_truncated_store_is_reported_damaged(tmp_path, scored):
+    db = tmp_path / "lb.sqlite"
+    for i in range(4):
+        assert mura("leaderboard", "add", scored, "--submitter", f"a{i}", "--db", db).returncode == 0
+    cut = tmp_path / "cut.sqlite"
+    cut.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    for command in (["render"], ["add", scored, "--submitter", "b"]):
+        assert_host_error(mura("leaderboard", *command, "--db", cut), f"leaderboard store {cut} is damaged")
+
+
+def test_json_nested_too_deeply_is_an_organiser_error(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    for command in (["add", deep, "--submitter", "a"], ["import-codalab", deep]):
+        assert_host_error(
+            mura("leaderboard", *command, "--db", tmp_path / "lb.sqlite"), str(deep), "nests JSON too deeply"
+        )
+    assert not (tmp_path / "lb.sqlite").exists()

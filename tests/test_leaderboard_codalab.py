@@ -127,10 +127,10 @@ def test_an_import_records_what_parses_and_reports_the_rest(tmp_path, dump):
         "leaderboard[4]: submission.user_name: expected the submitter's name, found nothing; skipped",
         "leaderboard[5] (user 'when'): submission.created: expected a Unix time in seconds, found str "
         "'yesterday'; skipped",
-        "leaderboard[6] (user 'text'): scores.overall_mean: expected a number or null, found str "
-        "'0.8'; skipped",
+        "leaderboard[6] (user 'text'): scores.overall_mean: expected a number between -1 and 1 or null, "
+        "found '0.8'; skipped",
         "leaderboard[7] (user 'nokey'): scores.overall_mean: missing; skipped",
-        "leaderboard[8]: item: expected an object, found str 'not an object'; skipped",
+        "leaderboard[8]: item: expected a JSON object, found str 'not an object'; skipped",
     ]
     assert all(line.startswith(f"{path}: ") for line in proc.stderr.splitlines())
     with open_store(db) as store:
@@ -247,3 +247,44 @@ def test_the_dump_shape_in_the_spec_round_trips(tmp_path):
         assert store.query(
             "SELECT model, institution, link, kappa, elbow_kappa, elbow_lower FROM submissions"
         ) == [("m", "i", "http://l.x", 0.843, None, None)]
+
+
+def test_huge_numbers_and_unprintable_names_are_skipped_or_read_not_a_traceback(tmp_path):
+    huge = "1" + "0" * 400  # an int no float holds
+    items = [
+        '{"submission": {"user_name": "big", "description": "m (i)", "created": 1543607292}, '
+        f'"scores": {{"overall_mean": {huge}}}}}',
+        '{"submission": {"user_name": "wide", "description": "m (i)", "created": 1543607292}, '
+        f'"scores": {{"overall_mean": 0.8, "overall_lower": -{huge}, "overall_upper": {huge}}}}}',
+        '{"submission": {"user_name": "inf", "description": "m (i)", "created": 1543607292}, '
+        '"scores": {"overall_mean": 1e400, "overall_lower": NaN}}',
+        '{"submission": {"user_name": "bad\\ud800", "description": "m (i)", "created": 1543607292}, '
+        '"scores": {"overall_mean": 0.8}}',
+        '{"submission": {"user_name": "esc", "description": "m\\u001b[2J (i)", "created": 1543607292}, '
+        '"scores": {"overall_mean": 0.8}}',
+        '{"submission": {"user_name": "late", "description": "m (i)", "created": 1e400}, '
+        '"scores": {"overall_mean": 0.8}}',
+    ]
+    path = tmp_path / "dump.json"
+    path.write_text('{"leaderboard": [' + ",\n".join(items) + "]}")
+    db = tmp_path / "lb.sqlite"
+    proc = mura("leaderboard", "import-codalab", path, "--db", db)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    reasons = [line.removeprefix(f"{path}: ") for line in proc.stderr.splitlines()]
+    assert reasons == [
+        "leaderboard[0] (user 'big'): scores.overall_mean: expected a number between -1 and 1 or null, "
+        "found 1000000000000000000000000000000000000000000000000000000000000000000000000000000…; skipped",
+        "leaderboard[3] (user 'bad\\ud800'): submission.user_name: expected printable text, found the "
+        "control character or invalid character U+D800 in 'bad\\ud800'; skipped",
+        "leaderboard[4] (user 'esc'): submission.description: expected printable text, found the control "
+        "character or invalid character U+001B in 'm\\x1b[2J (i)'; skipped",
+        "leaderboard[5] (user 'late'): submission.created: expected a Unix time in seconds, found float "
+        "inf; skipped",
+    ]
+    with open_store(db) as store:
+        assert store.query(
+            "SELECT submitter, kappa, kappa_lower, kappa_upper FROM submissions ORDER BY id"
+        ) == [
+            ("wide", 0.8, -1.0, 1.0),  # the official script's unclipped bounds, clipped
+            ("inf", None, None, None),  # infinity and NaN: undefined, an invalid kappa
+        ]

@@ -239,3 +239,77 @@ def test_an_empty_store_renders_an_empty_table(tmp_path):
     assert "no radiologist row" in proc.stderr
     page = mura("leaderboard", "render", "--db", path, "--format", "html")
     assert page.returncode == 0 and "<img" not in page.stdout
+
+
+HOSTILE = [  # (submitter, model, institution) as participants might type them
+    ('=HYPERLINK("http://evil.x","win")', None, None),
+    ("mallory", "+cmd|' /C calc'!A0", "-2+3"),
+    ("eve", "@SUM(A1:A9)", "=1+1"),
+    ("zoë", "a | b <script>alert(1)</script> &lt;b&gt; *x* `y`", "Université «Paris» & Co"),
+]
+
+
+@pytest.fixture(scope="module")
+def hostile_board(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hostile")
+    path = folder / "lb.sqlite"
+    with open_store(path) as store:
+        for i, (submitter, model, institution) in enumerate(HOSTILE):
+            entry = Entry(submitter, model, institution, None, f"2018-0{i + 1}-01")
+            store.add_result(score_result(folder, 0.9 + 0.01 * i, seed=i), entry)
+        board = rank.build(store, radiologist_kappa=0.778, radiologist_label="-Radiologists")
+    assert len(board.rows) == len(HOSTILE)
+    return board
+
+
+def test_csv_text_that_a_spreadsheet_would_run_starts_with_a_quote(hostile_board):
+    rows = list(csv.DictReader(io.StringIO(to_csv(hostile_board))))
+    by_submitter = {r["submitter"]: r for r in rows[1:]}
+    assert set(by_submitter) == {'\'=HYPERLINK("http://evil.x","win")', "mallory", "eve", "zoë"}
+    assert by_submitter["mallory"]["model"] == "'+cmd|' /C calc'!A0"
+    assert by_submitter["mallory"]["institution"] == "'-2+3"
+    assert by_submitter["mallory"]["entry"] == "'+cmd|' /C calc'!A0 (-2+3)"
+    assert by_submitter["eve"]["model"] == "'@SUM(A1:A9)" and by_submitter["eve"]["institution"] == "'=1+1"
+    assert by_submitter["zoë"]["model"] == HOSTILE[3][1]  # nothing to neutralise: exactly as typed
+    assert rows[0]["entry"] == "'-Radiologists"
+    for r in rows:
+        for column in ("submitter", "model", "institution", "entry"):
+            assert not r[column].startswith(("=", "+", "-", "@", "\t", "\r"))
+    # Numbers stay numbers, a negative one too.
+    assert all(float(r["kappa"]) > 0.5 for r in rows[1:])
+    negative = rank.Scored(1, "n", "m", None, None, "2018-01-01T00:00:00Z", (0.9, -0.25) + (None,) * 22)
+    [row] = list(
+        csv.DictReader(io.StringIO(to_csv(rank.Board([rank.Row(1, negative)], None, [], 0.5, "all"))))
+    )
+    assert row["kappa_lower"] == "-0.25"
+
+
+def test_json_keeps_what_was_typed_exactly(hostile_board):
+    entries = json.loads(to_json(hostile_board))["entries"]
+    assert sorted((e["submitter"], e["model"], e["institution"]) for e in entries) == sorted(HOSTILE)
+
+
+def test_markdown_cells_hold_special_characters_without_breaking_the_table(hostile_board):
+    lines = to_markdown(hostile_board).splitlines()
+    for line in lines[2:]:
+        # four cells: every | inside one is escaped
+        assert len(re.split(r"(?<!\\)\|", line)) == 6, line
+    zoe = next(line for line in lines if "Universit" in line)
+    model = zoe.split(" | ")[2]
+    assert model == (
+        r"a \| b \<script\>alert(1)\</script\> \&lt;b\&gt; \*x\* \`y\` (Université «Paris» & Co)"
+    )
+    assert "<script>" not in to_markdown(hostile_board)
+
+
+def test_html_shows_special_characters_as_text(hostile_board):
+    page = to_html(hostile_board)
+    parsed = _Table()
+    parsed.feed(page)
+    _, radiologist, *rows = parsed.rows
+    assert radiologist[2] == "-Radiologists"
+    models = [cells[2] for cells in rows]
+    assert "a | b <script>alert(1)</script> &lt;b&gt; *x* `y` (Université «Paris» & Co)" in models
+    assert "+cmd|' /C calc'!A0 (-2+3)" in models
+    assert "<script>" not in page
+    assert all(len(cells) == 12 for cells in rows)

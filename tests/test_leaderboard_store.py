@@ -15,7 +15,7 @@ import pytest
 from leaderboard_helpers import ROOT, score_result
 
 from scorer.errors import HostError
-from scorer.leaderboard import schema
+from scorer.leaderboard import records, schema
 from scorer.leaderboard.store import Entry, open_store
 
 GROUPS = ["Overall", "Elbow", "Finger", "Forearm", "Hand", "Humerus", "Shoulder", "Wrist"]
@@ -258,3 +258,181 @@ def test_the_default_location_is_the_environment_variable_else_the_current_folde
     assert run(env={**env, "MURA_LEADERBOARD": str(tmp_path / "x.sqlite")}).stdout.strip() == str(
         tmp_path / "x.sqlite"
     )
+
+
+# --- dates, corrected details, files that are not whole stores ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "submitted, found",
+    [
+        ("0500-01-01", "found '0500-01-01' (year 500 in UTC)"),  # was stored as 500-01-01T00:00:00Z
+        ("1970-01-01T00:59:59+01:00", "(year 1969 in UTC)"),
+        ("0001-01-01T00:00:00+01:00", "which is before year 1 in UTC"),  # was an OverflowError
+        ("9999-12-31T23:59:59-01:00", "which is after year 9999 in UTC"),  # was an OverflowError
+    ],
+)
+def test_a_date_outside_1970_to_9999_is_refused(tmp_path, result, submitted, found):
+    expected = "submission date: expected an ISO 8601 date or datetime from 1970 to 9999"
+    with open_store(tmp_path / "lb.sqlite") as store:
+        for record in (lambda e: store.add_result(result, e), lambda e: store.add_failure("boom", e)):
+            with pytest.raises(HostError, match=expected) as info:
+                record(Entry("alice", submitted=submitted))
+            assert found in info.value.message
+        assert store.counts() == {"scored": 0, "failed": 0}
+
+
+@pytest.mark.parametrize(
+    "submitted, stored",
+    [("1970-01-01", "1970-01-01T00:00:00Z"), ("9999-12-31T22:59:59-01:00", "9999-12-31T23:59:59Z")],
+)
+def test_the_first_and_last_dates_are_kept(tmp_path, result, submitted, stored):
+    with open_store(tmp_path / "lb.sqlite") as store:
+        store.add_result(result, Entry("alice", submitted=submitted))
+        assert store.query("SELECT submitted FROM submissions") == [(stored,)]
+
+
+def test_recording_again_with_other_details_corrects_them_on_the_same_row(tmp_path, result):
+    with open_store(tmp_path / "lb.sqlite") as store:
+        first = Entry("alice", "densnet", "Uni", "https://u.org/m", "2018-11-30")
+        assert store.add_result(result, first) == (1, True)
+        fixed = Entry("alice", model="densenet-x3", submitted="2019-01-01")  # institution, link not given
+        assert store.add_result(result, fixed) == (1, False)
+        assert store.query("SELECT model, institution, link, submitted FROM submissions") == [
+            ("densenet-x3", "Uni", "https://u.org/m", "2018-11-30T00:00:00Z")  # the date is kept
+        ]
+        done = store.record(
+            records.from_result(result, Entry("alice", institution="", link="https://u.org/n"))
+        )
+        assert (done.id, done.status, done.submitted) == (1, "updated", "2018-11-30T00:00:00Z")
+        assert done.changes == {"institution": ("Uni", None), "link": ("https://u.org/m", "https://u.org/n")}
+        again = store.record(records.from_result(result, Entry("alice", "densenet-x3")))
+        assert (again.status, again.changes) == ("unchanged", {})
+        assert store.query("SELECT model, institution, link FROM submissions") == [
+            ("densenet-x3", None, "https://u.org/n")
+        ]
+        assert store.counts() == {"scored": 1, "failed": 0}
+        # A failure's details are corrected the same way.
+        failure = Entry("bob", "m1", content_sha256="ab" * 32)
+        sid = store.add_failure("timed out", failure)[0]
+        assert store.add_failure("timed out", Entry("bob", "m2", content_sha256="ab" * 32)) == (sid, False)
+        assert store.query("SELECT model FROM submissions WHERE id = ?", (sid,)) == [("m2",)]
+
+
+def test_an_empty_file_is_refused_as_a_truncated_store_and_left_untouched(tmp_path, result):
+    empty = tmp_path / "lb.sqlite"
+    empty.touch()
+    for read_only in (False, True):
+        with pytest.raises(
+            HostError, match=r"is an empty file \(0 bytes\)\. A store is never empty, so .*truncated"
+        ):
+            open_store(empty, read_only=read_only)
+        assert empty.stat().st_size == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lb.sqlite"]
+
+
+def test_an_sqlite_file_without_tables_is_not_taken_for_a_new_store(tmp_path):
+    bare = tmp_path / "bare.sqlite"
+    conn = sqlite3.connect(bare)
+    conn.execute("PRAGMA page_size = 1024")
+    conn.execute("VACUUM")  # a valid SQLite file with no tables
+    conn.close()
+    before = _fingerprint(bare)
+    assert before[0].startswith(b"SQLite format 3\x00")
+    with pytest.raises(HostError, match=r"an SQLite database but not a leaderboard store .*tables: none"):
+        open_store(bare)
+    assert _fingerprint(bare) == before
+
+
+def test_a_new_store_appears_whole_and_leaves_nothing_beside_it(tmp_path):
+    path = tmp_path / "lb.sqlite"
+    open_store(path).close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lb.sqlite"]
+    assert path.read_bytes()[:16] == b"SQLite format 3\x00"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("PRAGMA application_id").fetchone() == (schema.APPLICATION_ID,)
+    conn.close()
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    probe = subprocess.run(["sh", "-c", "umask"], capture_output=True, text=True, check=True)
+    return int(probe.stdout.strip(), 8)
+
+
+def test_reading_never_writes_and_brings_an_older_store_up_to_date_in_memory(tmp_path):
+    v1 = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(v1)
+    conn.executescript((ROOT / "tests" / "data" / "leaderboard_v1.sql").read_text())
+    conn.close()
+    before = _fingerprint(v1)
+    with open_store(v1, read_only=True) as store:
+        assert store.counts() == {"scored": 2, "failed": 1}
+        assert len(store.scored()) == 2
+        with pytest.raises(HostError, match="not writable"):
+            store.add_failure("boom", Entry("x"))
+    assert _fingerprint(v1) == before
+    conn = sqlite3.connect(v1)
+    assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+    conn.close()
+    with pytest.raises(HostError, match="does not exist; record a result first"):
+        open_store(tmp_path / "absent.sqlite", read_only=True)
+    assert not (tmp_path / "absent.sqlite").exists()
+
+
+def test_a_path_under_a_file_says_it_is_a_file(tmp_path):
+    (tmp_path / "gold.csv").write_text("x\n")
+    for read_only in (False, True):
+        with pytest.raises(HostError, match=r"cannot be there: .*gold\.csv is a file, not a folder"):
+            open_store(tmp_path / "gold.csv" / "x.sqlite", read_only=read_only)
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (
+            lambda r: r.update(Overall_Mean=10**400),
+            "Overall_Mean: expected a number between -1 and 1 or null",
+        ),
+        (lambda r: r.update(Elbow_Lower=-(10**400)), "Elbow_Lower: expected a number between -1 and 1"),
+        (
+            lambda r: r.update(radiologists={"Rad\ud800": r["radiologists"]["Rad1"]}),
+            "radiologists: expected printable text",
+        ),
+        (
+            lambda r: r["gold"].update(gold_raters=["Rad1", "Rad\x1b[2J"]),
+            "gold.gold_raters: expected printable text",
+        ),
+    ],
+)
+def test_numbers_and_names_no_store_can_hold_are_refused(tmp_path, result, change, needle):
+    # Each was a traceback: an int too large for a float, a name that is not UTF-8.
+    broken = _broken(result, change)
+    with open_store(tmp_path / "lb.sqlite") as store:
+        with pytest.raises(HostError, match="^" + re.escape("r.json: " + needle)):
+            store.add_result(broken, Entry("alice"), source="r.json")
+        assert store.counts() == {"scored": 0, "failed": 0}
+
+
+@pytest.mark.parametrize("field", ["submitter", "model", "institution"])
+@pytest.mark.parametrize("bad", ["a\x00b", "\x1b[31mred", "x\ud800", "del\x7f"])
+def test_names_with_control_characters_are_refused(tmp_path, result, field, bad):
+    entry = Entry(**{"submitter": "alice", field: bad})
+    with open_store(tmp_path / "lb.sqlite") as store:
+        with pytest.raises(records.EntryError, match=f"^{field}: expected printable text") as info:
+            store.add_result(result, entry)
+        assert info.value.field == field and info.value.exit_code == 3
+        assert store.counts() == {"scored": 0, "failed": 0}
+
+
+def test_unicode_names_are_kept_and_a_failure_reason_is_always_recorded(tmp_path, result):
+    with open_store(tmp_path / "lb.sqlite") as store:
+        store.add_result(result, Entry("zoë", "模型 · Ünïcode ✓", "Université Paris-Saclay"))
+        sid = store.add_failure("exit code 1; last lines of the log: \x1b[31mboom\x00", Entry("eve"))[0]
+        assert store.query("SELECT submitter, model, institution FROM submissions WHERE id = 1") == [
+            ("zoë", "模型 · Ünïcode ✓", "Université Paris-Saclay")
+        ]
+        assert store.query("SELECT reason FROM submissions WHERE id = ?", (sid,)) == [
+            ("exit code 1; last lines of the log: \ufffd[31mboom\ufffd",)
+        ]

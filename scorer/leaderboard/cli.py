@@ -16,9 +16,19 @@ db_option = click.option(
     type=click.Path(path_type=Path),
     default=DEFAULT_DB,
     show_default=True,
-    help=f"The store (an SQLite file; created when absent). Default: ${ENV_VAR}, else "
-    "leaderboard.sqlite in the current folder.",
+    help=f"The store (an SQLite file; add and import-codalab create it when absent). Default: ${ENV_VAR}, "
+    "else leaderboard.sqlite in the current folder.",
 )
+
+# The `add` option that sets each Entry field (records.EntryError.field): its errors name it.
+ENTRY_OPTIONS = {
+    "submitter": "--submitter",
+    "model": "--model",
+    "institution": "--institution",
+    "link": "--link",
+    "submitted": "--date",
+    "content_sha256": "--sha256",
+}
 
 
 @click.group("leaderboard")
@@ -65,29 +75,49 @@ def add(
     db: Path,
 ) -> None:
     """Record RESULT.json (written by `mura score --json RESULT.json`), or a failure with
-    --failed. Recording the same result again adds nothing and says so."""
+    --failed. Recording the same result again adds nothing and says so; with a different
+    --model, --institution or --link, it corrects those on the recorded row (an empty value
+    clears one; one not given is kept) and says what changed."""
     from scorer.leaderboard import records
-    from scorer.leaderboard.store import Entry, open_store
+    from scorer.leaderboard.store import ADDED, UPDATED, Entry, open_store
 
     try:
+        if (result is None) == (reason is None):
+            raise HostError("give either RESULT.json (a `mura score --json` result) or --failed REASON")
         entry = Entry(submitter, model, institution, link, date, content)
+        try:
+            records.check_entry(entry)
+        except records.EntryError as exc:
+            raise HostError(f"{ENTRY_OPTIONS[exc.field]}: {exc.message}") from None
         # Everything is checked before the store is opened (or created).
-        if result is not None and reason is None:
+        if result is not None:
             document = records.load_json(result, "result file")
             record = records.from_result(document, entry, source=str(result))
-        elif reason is not None and result is None:
-            record = records.from_failure(reason, entry)
         else:
-            raise HostError("give either RESULT.json (a `mura score --json` result) or --failed REASON")
+            record = records.from_failure(reason, entry)
         with open_store(db) as store:
-            sid, added = store.add(record)
+            done = store.record(record)
     except ScoringError as exc:
         fail(exc)
     what = "failure" if result is None else "result"
-    if added:
-        click.echo(f"recorded {what} as submission {sid} in {db}")
+    if done.status == ADDED:
+        click.echo(f"recorded {what} as submission {done.id} in {db}")
+        return
+    line = f"already recorded as submission {done.id} in {db}"
+    if done.status == UPDATED:
+        changes = ", ".join(
+            f"{name} {_shown(was)} -> {_shown(now)}" for name, (was, now) in done.changes.items()
+        )
+        line += f"; updated its {changes}"
     else:
-        click.echo(f"already recorded as submission {sid} in {db}; nothing added")
+        line += "; nothing added"
+    if date is not None and record.submitted != done.submitted:
+        line += f" (its submission date stays {done.submitted}: a recorded submission keeps its date)"
+    click.echo(line)
+
+
+def _shown(value: str | None) -> str:
+    return "none" if value is None else repr(value)
 
 
 @group.command("render")
@@ -145,7 +175,7 @@ def render(
     from scorer.leaderboard.store import open_store
 
     try:
-        with open_store(db, create=False) as store:
+        with open_store(db, read_only=True) as store:
             board = rank.build(
                 store,
                 threshold=threshold,

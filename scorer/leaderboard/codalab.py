@@ -9,7 +9,6 @@ page's script did: the model name before the last `(`, the institution inside it
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,65 +78,39 @@ class Skipped:
         return f"{source}: leaderboard[{self.index}]{who}: {self.reason}; skipped"
 
 
-class _Bad(Exception):
-    pass
-
-
-def _object(value: object, field: str) -> dict:
-    if not isinstance(value, dict):
-        raise _Bad(f"{field}: expected an object, found {_shown(value)}")
-    return value
-
-
-def _shown(value: object) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
-
-
-def _score(scores: dict, key: str, *, bound: bool) -> float | None:
-    value = scores.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Bad(f"scores.{key}: expected a number or null, found {_shown(value)}")
-    number = float(value)
-    if not math.isfinite(number):
-        return None  # NaN: an invalid kappa, left off the board
-    if bound:
-        # The official script's asymptotic interval is not clipped; a kappa cannot leave [-1, 1].
-        return min(1.0, max(-1.0, number))
-    if not -1.0 <= number <= 1.0:
-        raise _Bad(f"scores.{key}: expected a kappa between -1 and 1, found {value!r}")
-    return number
+def _score(scores: dict, key: str) -> float | None:
+    """A score as the dump holds it: NaN for an undefined kappa (an invalid kappa, left off the
+    board); an interval bound as the official script's asymptotic interval left it, unclipped."""
+    bound = not key.endswith("_mean")
+    return records.kappa_value(scores.get(key), f"scores.{key}", nan_is_null=True, clip=bound)
 
 
 def read_item(item: object) -> Record:
-    """One `leaderboard[]` item as a row; raises _Bad with the field and the reason."""
-    item = _object(item, "item")
-    submission = _object(item.get("submission"), "submission")
-    user = submission.get("user_name")
-    if not isinstance(user, str) or not user.strip():
-        raise _Bad(f"submission.user_name: expected the submitter's name, found {_shown(user)}")
-    description = submission.get("description")
-    if description is not None and not isinstance(description, str):
-        raise _Bad(f"submission.description: expected text, found {_shown(description)}")
+    """One `leaderboard[]` item as a row; a HostError names the field and the reason."""
+    item = records.json_object(item, "item")
+    submission = records.json_object(item.get("submission"), "submission")
+    user = records.text(submission.get("user_name"), "submission.user_name")
+    if not user:
+        raise HostError("submission.user_name: expected the submitter's name, found nothing")
+    description = records.text(submission.get("description"), "submission.description")
     try:
         parsed = parse_description(description)
     except DescriptionError as exc:
-        raise _Bad(f"submission.description: {exc}") from None
+        raise HostError(f"submission.description: {exc}") from None
     created = submission.get("created")
     if (
         isinstance(created, bool)
         or not isinstance(created, (int, float))
         or not 0 <= created <= _LATEST_UNIX_TIME
     ):
-        raise _Bad(f"submission.created: expected a Unix time in seconds, found {_shown(created)}")
-    scores = _object(item.get("scores"), "scores")
+        raise HostError(
+            f"submission.created: expected a Unix time in seconds, found {records.shown(created)}"
+        )
+    scores = records.json_object(item.get("scores"), "scores")
     if "overall_mean" not in scores:
-        raise _Bad("scores.overall_mean: missing")
+        raise HostError("scores.overall_mean: missing")
     values = tuple(
-        _score(scores, f"{group.lower()}_{part}", bound=part != "mean")
-        for group in GROUPS
-        for part in ("mean", "lower", "upper")
+        _score(scores, f"{group.lower()}_{part}") for group in GROUPS for part in ("mean", "lower", "upper")
     )
     # When it was scored: the evaluation bundle's creation, when the dump has it.
     bundle = item.get("bundle")
@@ -146,11 +119,10 @@ def read_item(item: object) -> Record:
     submitted = records.unix_iso(created)
     ran_ok = isinstance(ran, (int, float)) and not isinstance(ran, bool) and 0 <= ran <= _LATEST_UNIX_TIME
     scored = records.unix_iso(ran) if ran_ok else submitted
-    submitter = " ".join(user.split())
-    what = {"codalab": values, "description": description}  # the scores as read (NaN: null)
+    what = {"codalab": values, "description": submission.get("description")}  # the scores as read (NaN: null)
     return Record(
-        identity=records.identity(SCORED, submitter, None, submitted, what),
-        submitter=submitter,
+        identity=records.identity(SCORED, user, None, submitted, what),
+        submitter=user,
         model=parsed.model,
         institution=parsed.institution,
         link=parsed.link,
@@ -168,19 +140,20 @@ def read_dump(path: str | Path) -> tuple[list[Record], list[Skipped]]:
     document = records.load_json(path, "CodaLab dump")
     if not isinstance(document, dict):
         raise HostError(
-            f"CodaLab dump {path}: expected a JSON object with a 'leaderboard' list, found {_shown(document)}"
+            f"CodaLab dump {path}: expected a JSON object with a 'leaderboard' list, "
+            f"found {records.shown(document)}"
         )
     board = document.get("leaderboard")
     if not isinstance(board, list):
         raise HostError(
-            f"CodaLab dump {path}: leaderboard: expected a list of entries, found {_shown(board)}"
+            f"CodaLab dump {path}: leaderboard: expected a list of entries, found {records.shown(board)}"
         )
     rows, skipped = [], []
     for index, item in enumerate(board):
         try:
             rows.append(read_item(item))
-        except _Bad as exc:
+        except HostError as exc:
             submission = item.get("submission") if isinstance(item, dict) else None
             user = submission.get("user_name") if isinstance(submission, dict) else None
-            skipped.append(Skipped(index, user if isinstance(user, str) else None, str(exc)))
+            skipped.append(Skipped(index, user if isinstance(user, str) else None, exc.message))
     return rows, skipped

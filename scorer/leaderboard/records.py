@@ -1,5 +1,5 @@
 """What the store records: a scored result or a failure, checked field by field and turned into
-one row. Every problem is a HostError naming the field (and, from the CLI, the file)."""
+one row. Every problem is a HostError naming the field (and, from the CLI, the file or the option)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from scorer.errors import HostError
 from scorer.files import read_file
@@ -20,9 +21,19 @@ if TYPE_CHECKING:
     from scorer.leaderboard.store import Entry
 
 SCORED, FAILED = "scored", "failed"
+DETAILS = ("model", "institution", "link")  # what re-adding the same record may correct
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_LINK = re.compile(r"https?://\S+")
+LINK = re.compile(r"https?://\S+")
+# Text a table cell can hold: no control characters (terminal escapes, NUL) and no lone
+# surrogates (not UTF-8: SQLite cannot store them). Whitespace is folded to single spaces first.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+T = TypeVar("T")
 Scores = tuple[float | None, ...]  # kappa, lower, upper for each of GROUPS, in schema.SCORE_COLUMNS order
+
+# Submission dates are stored as `YYYY-MM-DDTHH:MM:SSZ`, UTC, within these years: a date outside
+# them is a typo (0500 for 2005), and a four-digit year keeps the text sortable.
+FIRST_YEAR, LAST_YEAR = 1970, 9999
+STORED_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
@@ -44,20 +55,37 @@ class Record:
     gold_sha256: str | None = None
     content_sha256: str | None = None
     result_json: str | None = None
+    # Which of DETAILS the entry gave (None: not given): recording the same submission again
+    # sets these on the stored row (an empty one clears it) and keeps the others.
+    given: frozenset[str] = frozenset(DETAILS)
 
 
 NO_SCORES: Scores = (None,) * (3 * len(GROUPS))
+
+
+class EntryError(HostError):
+    """A field of an Entry is invalid; `field` names it (an Entry attribute), so that the CLI
+    can name its option instead."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 # --- the entry: who submitted what, and when ----------------------------------------------------
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(timezone.utc).strftime(STORED_TIME)
 
 
 def utc_iso(value: object, field: str) -> str:
-    """An ISO 8601 date or datetime as `YYYY-MM-DDTHH:MM:SSZ` in UTC (no zone: taken as UTC)."""
+    """An ISO 8601 date or datetime as `YYYY-MM-DDTHH:MM:SSZ` in UTC (no zone: taken as UTC),
+    within FIRST_YEAR..LAST_YEAR."""
+    expected = (
+        f"{field}: expected an ISO 8601 date or datetime from {FIRST_YEAR} to {LAST_YEAR} (such as "
+        "2018-11-30 or 2018-11-30T19:48:12Z)"
+    )
     text = value.strip() if isinstance(value, str) else None
     parsed: datetime | None = None
     if text:
@@ -70,44 +98,91 @@ def utc_iso(value: object, field: str) -> str:
         except ValueError:
             parsed = None
     if parsed is None:
-        raise HostError(
-            f"{field}: expected an ISO 8601 date or datetime such as 2018-11-30 or "
-            f"2018-11-30T19:48:12Z, found {value!r}"
-        )
+        raise HostError(f"{expected}, found {value!r}")
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
-    return parsed.strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+            beyond = "after year 9999" if parsed.year > 1 else "before year 1"
+            raise HostError(f"{expected}, found {value!r}, which is {beyond} in UTC") from None
+    if not FIRST_YEAR <= parsed.year <= LAST_YEAR:
+        raise HostError(f"{expected}, found {value!r} (year {parsed.year} in UTC)")
+    return parsed.isoformat(timespec="seconds") + "Z"
+
+
+def stored_time(text: object) -> datetime | None:
+    """A stored `YYYY-MM-DDTHH:MM:SSZ` time, or None when the text is not one (a store edited by
+    hand, or written by an older kit)."""
+    if not isinstance(text, str) or len(text) != 20 or text[10] != "T" or text[-1] != "Z":
+        return None
+    try:
+        return datetime.fromisoformat(text[:-1])
+    except ValueError:
+        return None
 
 
 def unix_iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime(STORED_TIME)
 
 
-def _text(value: object, field: str) -> str | None:
+def shown(value: object) -> str:
+    """How an unexpected JSON value reads in a message: its type and the start of its repr."""
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
+
+
+def text(value: object, field: str, *, lenient: bool = False) -> str | None:
+    """Participant- or organiser-typed text for one table cell: whitespace folded to single
+    spaces; None for nothing. Refuses what a cell cannot show (control characters, lone
+    surrogates); `lenient` replaces them with U+FFFD instead (a failure's reason, which may quote
+    a participant's output, is recorded whatever it holds)."""
     if value is None:
         return None
     if not isinstance(value, str):
-        raise HostError(f"{field}: expected text, found {type(value).__name__} {value!r}")
-    return " ".join(value.split()) or None  # one line: a table cell
+        raise HostError(f"{field}: expected text, found {shown(value)}")
+    folded = " ".join(value.split())
+    bad = _UNPRINTABLE.search(folded)
+    if bad and lenient:
+        return _UNPRINTABLE.sub("\ufffd", folded)
+    if bad:
+        raise HostError(
+            f"{field}: expected printable text, found the control character or invalid "
+            f"character U+{ord(bad.group()):04X} in {folded[:80]!r}"
+        )
+    return folded or None
 
 
 def check_entry(entry: Entry) -> tuple[str, str | None, str | None, str | None, str | None, str | None]:
-    """(submitter, model, institution, link, submitted or None, content_sha256 or None), tidied."""
-    submitter = _text(entry.submitter, "submitter")
+    """(submitter, model, institution, link, submitted or None, content_sha256 or None), tidied.
+    A bad field is an EntryError (a HostError) naming it."""
+    submitter = _entry_field("submitter", text, entry.submitter, "submitter")
     if not submitter:
-        raise HostError("submitter: expected the submitter's name, found nothing")
-    link = _text(entry.link, "link")
-    if link is not None and not _LINK.fullmatch(link):
-        raise HostError(f"link: expected an http:// or https:// address without spaces, found {link!r}")
-    submitted = None if entry.submitted is None else utc_iso(entry.submitted, "submission date")
+        raise EntryError("submitter", "submitter: expected the submitter's name, found nothing")
+    link = _entry_field("link", text, entry.link, "link")
+    if link is not None and not LINK.fullmatch(link):
+        raise EntryError(
+            "link", f"link: expected an http:// or https:// address without spaces, found {link!r}"
+        )
+    submitted = entry.submitted
     return (
         submitter,
-        _text(entry.model, "model"),
-        _text(entry.institution, "institution"),
+        _entry_field("model", text, entry.model, "model"),
+        _entry_field("institution", text, entry.institution, "institution"),
         link,
-        submitted,
-        _sha256(entry.content_sha256, "content_sha256"),
+        None if submitted is None else _entry_field("submitted", utc_iso, submitted, "submission date"),
+        _entry_field("content_sha256", _sha256, entry.content_sha256, "content_sha256"),
     )
+
+
+def _entry_field(field: str, check: Callable[[object, str], T], value: object, label: str) -> T:
+    try:
+        return check(value, label)
+    except HostError as exc:
+        raise EntryError(field, exc.message) from None
+
+
+def given(entry: Entry) -> frozenset[str]:
+    """The DETAILS an entry gives (an empty text counts: it clears the field)."""
+    return frozenset(name for name in DETAILS if getattr(entry, name) is not None)
 
 
 def _sha256(value: object, field: str) -> str | None:
@@ -121,7 +196,8 @@ def _sha256(value: object, field: str) -> str | None:
 def identity(status: str, submitter: str, content: str | None, submitted: str | None, what: object) -> str:
     """What makes two records the same submission: who, which content (the bundle or predictions
     hash) and what came of it (the scores, or the failure's reason). Without a content hash the
-    submission date stands in for it, so two different undated failures stay apart only by date."""
+    submission date stands in for it, so two different undated failures stay apart only by date.
+    The model, institution and link are not part of it: they may be corrected."""
     key = [status, submitter, content, submitted if content is None else None, what]
     canonical = json.dumps(key, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
@@ -134,22 +210,33 @@ def _path(*parts: str) -> str:
     return ".".join(parts)
 
 
-def kappa_value(value: object, field: str) -> float | None:
-    """A kappa or interval bound: a number in [-1, 1], or null (undefined)."""
+def kappa_value(value: object, field: str, *, nan_is_null: bool = False, clip: bool = False) -> float | None:
+    """A kappa or interval bound: a number in [-1, 1], or null (undefined). As a CodaLab dump
+    holds them: `nan_is_null` reads NaN (or infinity) as undefined; `clip` brings a bound outside
+    [-1, 1] inside (the official script's asymptotic interval is not clipped; a kappa cannot
+    leave [-1, 1])."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise HostError(f"{field}: expected a number between -1 and 1 or null, found {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or not -1.0 <= number <= 1.0:
-        raise HostError(f"{field}: expected a number between -1 and 1 or null, found {value!r}")
-    return number
+        raise HostError(f"{field}: expected a number between -1 and 1 or null, found {_repr(value)}")
+    if isinstance(value, float) and not math.isfinite(value) and nan_is_null:
+        return None
+    if clip and (not isinstance(value, float) or math.isfinite(value)):
+        value = min(1, max(-1, value))
+    # Compared before float(): an int of 400 digits has no float. NaN fails it too.
+    if not -1 <= value <= 1:
+        raise HostError(f"{field}: expected a number between -1 and 1 or null, found {_repr(value)}")
+    return float(value)
 
 
-def _object(value: object, field: str) -> dict:
+def _repr(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def json_object(value: object, field: str) -> dict:
     if not isinstance(value, dict):
-        found = "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
-        raise HostError(f"{field}: expected a JSON object, found {found}")
+        raise HostError(f"{field}: expected a JSON object, found {shown(value)}")
     return value
 
 
@@ -159,13 +246,19 @@ def _field(document: dict, key: str, where: str) -> object:
     return document[key]
 
 
+def _name(value: object, field: str) -> str:
+    name = text(value, field)
+    if not name:
+        raise HostError(f"{field}: expected a name, found nothing")
+    return name
+
+
 def from_result(result: object, entry: Entry, *, source: str = "result", scored: str | None = None) -> Record:
-    """A `mura score --json` result as a row. `source` names the result in messages."""
+    """A `mura score --json` result as a row. `source` names the result in messages about it
+    (an EntryError, about the entry, does not)."""
     from scorer.pipeline import RESULT_FORMAT  # imported here: only recording needs the scorer
 
-    def fail(exc: HostError) -> HostError:
-        return HostError(f"{source}: {exc.message}")
-
+    submitter, model, institution, link, submitted, content = check_entry(entry)
     if not isinstance(result, dict):
         raise HostError(f"{source}: expected a JSON object written by `mura score --json`, "
                         f"found {type(result).__name__}")  # fmt: skip
@@ -174,36 +267,37 @@ def from_result(result: object, entry: Entry, *, source: str = "result", scored:
         if found != RESULT_FORMAT:
             raise HostError(
                 f"format: expected {RESULT_FORMAT!r} (a result written by `mura score --json FILE`), "
-                f"found {'nothing' if found is None else repr(found)}"
+                f"found {'nothing' if found is None else _repr(found)}"
             )
         scores = tuple(
             kappa_value(_field(result, f"{group}_{part}", ""), f"{group}_{part}")
             for group in GROUPS
             for part in ("Mean", "Lower", "Upper")
         )
-        gold = _object(_field(result, "gold", ""), "gold")
+        gold = json_object(_field(result, "gold", ""), "gold")
         raters = _field(gold, "gold_raters", "gold")
         if not isinstance(raters, list) or not all(isinstance(r, str) and r for r in raters):
-            raise HostError(f"gold.gold_raters: expected a list of rater names, found {raters!r}")
+            raise HostError(f"gold.gold_raters: expected a list of rater names, found {_repr(raters)}")
+        raters = [_name(r, "gold.gold_raters") for r in raters]
         radiologists = []
-        for name, groups in _object(_field(result, "radiologists", ""), "radiologists").items():
-            groups = _object(groups, _path("radiologists", name))
+        for key, groups in json_object(_field(result, "radiologists", ""), "radiologists").items():
+            name = _name(key, "radiologists")
+            groups = json_object(groups, _path("radiologists", name))
             for group in GROUPS:
                 where = _path("radiologists", name, group)
-                record = _object(_field(groups, group, _path("radiologists", name)), where)
+                record = json_object(_field(groups, group, _path("radiologists", name)), where)
                 radiologists.append((name, group, *(
                     kappa_value(_field(record, key, where), _path(where, key))
                     for key in ("kappa", "kappa_lower", "kappa_upper")
                 )))  # fmt: skip
-        inputs = _object(result.get("inputs", {}), "inputs")
+        inputs = json_object(result.get("inputs", {}), "inputs")
         hashes = {}
         for name in ("gold", "predictions"):
             if name in inputs:
-                item = _object(inputs[name], _path("inputs", name))
+                item = json_object(inputs[name], _path("inputs", name))
                 hashes[name] = _sha256(item.get("sha256"), _path("inputs", name, "sha256"))
-        submitter, model, institution, link, submitted, content = check_entry(entry)
     except HostError as exc:
-        raise fail(exc) from None
+        raise HostError(f"{source}: {exc.message}") from None
     content = content or hashes.get("predictions")
     # Where the files were is not what was scored: leave the paths out of the identity.
     what = {
@@ -230,17 +324,18 @@ def from_result(result: object, entry: Entry, *, source: str = "result", scored:
         gold_sha256=hashes.get("gold"),
         content_sha256=content,
         result_json=body,
+        given=given(entry),
     )
 
 
 def from_failure(reason: object, entry: Entry, *, scored: str | None = None) -> Record:
     """A submission that could not be scored, with the reason (one line)."""
-    text = _text(reason, "reason")
-    if not text:
-        raise HostError("reason: expected why the submission failed, found nothing")
     submitter, model, institution, link, submitted, content = check_entry(entry)
+    why = text(reason, "reason", lenient=True)
+    if not why:
+        raise HostError("reason: expected why the submission failed, found nothing")
     return Record(
-        identity=identity(FAILED, submitter, content, submitted, text),
+        identity=identity(FAILED, submitter, content, submitted, why),
         submitter=submitter,
         model=model,
         institution=institution,
@@ -248,9 +343,10 @@ def from_failure(reason: object, entry: Entry, *, scored: str | None = None) -> 
         submitted=submitted or now_iso(),
         scored=scored or now_iso(),
         status=FAILED,
-        reason=text,
+        reason=why,
         scores=NO_SCORES,
         content_sha256=content,
+        given=given(entry),
     )
 
 
@@ -275,3 +371,5 @@ def load_json(path: str | Path, what: str) -> object:
         raise HostError(
             f"{what} {path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from None
+    except RecursionError:  # arrays or objects nested thousands deep: no result or dump is
+        raise HostError(f"{what} {path} nests JSON too deeply to read; expected a JSON document") from None

@@ -19,7 +19,11 @@ from scorer.leaderboard.schema import GROUPS, SCORE_COLUMNS
 FORMATS = ("md", "html", "csv", "json")
 JSON_FORMAT = "mura-kit leaderboard v1"
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+# What Markdown would read as markup, and an & that could start an entity (`&lt;` shows as `<`).
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~]|&(?=[#A-Za-z0-9]))")
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): such
+# text gets a leading single quote, as OWASP advises, so it shows as typed.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def display_date(iso: str) -> str:
@@ -99,13 +103,22 @@ def _records(board: Board) -> tuple[dict | None, list[dict]]:
     return radiologist, entries
 
 
+def _csv_cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value  # a number: its shortest exact repr (a negative kappa stays a number)
+
+
 def to_csv(board: Board) -> str:
+    """Every column; text that a spreadsheet would run as a formula starts with a `'`."""
     radiologist, entries = _records(board)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for record in ([radiologist] if radiologist else []) + entries:
-        writer.writerow(["" if v is None else v for v in record.values()])  # floats: shortest exact repr
+        writer.writerow([_csv_cell(v) for v in record.values()])
     return buffer.getvalue()
 
 
@@ -139,7 +152,7 @@ body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
 table { border-collapse: collapse; margin: 1rem 0; }
 th, td { padding: .25rem .55rem; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
 th:nth-child(3), td:nth-child(3), th:nth-child(2), td:nth-child(2) { text-align: left; }
-td:nth-child(3) { white-space: normal; max-width: 32rem; }
+td:nth-child(3) { white-space: normal; max-width: 32rem; overflow-wrap: anywhere; }
 thead th { background: #f3f3f3; position: sticky; top: 0; }
 tr.radiologist td { background: #fbeeee; font-style: italic; }
 .rules, figcaption, .left-off { color: #555; max-width: 60rem; }
