@@ -226,7 +226,7 @@ class Store:
         found: dict[str, dict[str, tuple]] = {}
         for rater, group, *values in rows:
             for column, value in zip(("kappa", "kappa_lower", "kappa_upper"), values):
-                if not _is_kappa(value):
+                if not _kappas((value,)):
                     where = f"submission {sid}'s radiologist {rater!r}: {group}"
                     raise self._unreadable("radiologists", sid, where, column, value, _KAPPA)
             found.setdefault(rater, {})[group] = tuple(values)
@@ -255,8 +255,13 @@ class Store:
 _KAPPA = "a number from -1 to 1, or NULL"
 
 
-def _is_kappa(value: object) -> bool:
-    return value is None or (isinstance(value, (float, int)) and -1.0 <= value <= 1.0)
+def _kappas(values: tuple) -> bool:
+    """Whether each value is a kappa (a number from -1 to 1) or NULL. One comparison chain per
+    value and one try for all: the board checks 24 in each of its rows."""
+    try:
+        return all(-1.0 <= v <= 1.0 for v in values if v is not None)
+    except TypeError:  # text or a blob
+        return False
 
 
 def _unreadable_row(row: tuple) -> tuple[str, object, str] | None:
@@ -273,8 +278,8 @@ def _unreadable_row(row: tuple) -> tuple[str, object, str] | None:
             return column, value, "text or NULL"
     if not (link is None or (isinstance(link, str) and records.LINK.fullmatch(link))):
         return "link", link, "an http:// or https:// address, or NULL"
-    if not all(map(_is_kappa, scores)):
-        column, value = next((c, v) for c, v in zip(schema.SCORE_COLUMNS, scores) if not _is_kappa(v))
+    if not _kappas(scores):
+        column, value = next((c, v) for c, v in zip(schema.SCORE_COLUMNS, scores) if not _kappas((v,)))
         return column, value, _KAPPA
     return None
 
