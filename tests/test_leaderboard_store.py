@@ -353,12 +353,10 @@ def test_a_new_store_appears_whole_and_leaves_nothing_beside_it(tmp_path):
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert conn.execute("PRAGMA application_id").fetchone() == (schema.APPLICATION_ID,)
     conn.close()
-    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
-
-
-def _umask() -> int:
-    probe = subprocess.run(["sh", "-c", "umask"], capture_output=True, text=True, check=True)
-    return int(probe.stdout.strip(), 8)
+    reference = tmp_path / "reference" / "plain.sqlite"  # what SQLite itself would have created
+    reference.parent.mkdir()
+    sqlite3.connect(reference).close()
+    assert oct(path.stat().st_mode) == oct(reference.stat().st_mode)
 
 
 def test_reading_never_writes_and_brings_an_older_store_up_to_date_in_memory(tmp_path):
@@ -436,3 +434,16 @@ def test_unicode_names_are_kept_and_a_failure_reason_is_always_recorded(tmp_path
         assert store.query("SELECT reason FROM submissions WHERE id = ?", (sid,)) == [
             ("exit code 1; last lines of the log: \ufffd[31mboom\ufffd",)
         ]
+
+
+def test_without_hard_links_a_new_store_is_copied_into_place(tmp_path, result, monkeypatch):
+    def no_links(source, target):
+        raise PermissionError(1, "Operation not permitted")  # what vfat or some network drives say
+
+    monkeypatch.setattr("scorer.leaderboard.store.os.link", no_links)
+    path = tmp_path / "lb.sqlite"
+    with open_store(path) as store:
+        assert store.add_result(result, Entry("alice")) == (1, True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lb.sqlite"]
+    with open_store(path, read_only=True) as store:
+        assert store.counts() == {"scored": 1, "failed": 0}

@@ -391,7 +391,7 @@ def _create(path: Path) -> None:
 def _copy_exclusive(source: Path, target: Path) -> None:
     # Not atomic: a process opening the store while it is copied is told it is damaged.
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # as SQLite creates one
     except FileExistsError:
         return
     with os.fdopen(fd, "wb") as out, source.open("rb") as handle:
