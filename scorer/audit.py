@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scorer.errors import HostError, examples
+from scorer.errors import HostError, examples, hide_labels
 from scorer.formats import read_gold, read_strata
 from scorer.gold import choose_panel, majority
 from scorer.paths import OVERALL, STUDY_TYPES, type_key
@@ -30,23 +30,25 @@ def audit_files(
 ) -> dict:
     settings.check()
     table = read_gold(gold_path)
-    panel = choose_panel(table, settings.gold_raters, settings.seed)
+    panel = choose_panel(table, settings.gold_raters, settings.seed, settings.option("gold_raters"))
     dataset = read_gold(labels_path, what="dataset labels file")
     if len(dataset.raters) != 1:
         raise HostError(
             f"dataset labels file {labels_path}: expected `study,label` rows (one label column, as "
             f"MURA's *_labeled_studies.csv), found {len(dataset.raters)} label columns"
         )
-    label_of = dict(zip(dataset.studies, dataset.votes[:, 0]))
-    missing = [s for s in table.studies if s not in label_of]
+    # Matched on label-blind keys: a labels file spells the label into the path, a
+    # radiologists' gold file need not.
+    label_of = dict(zip(dataset.keys, dataset.votes[:, 0]))
+    missing = [key for key in table.keys if key not in label_of]
     if missing:
         raise HostError(
             f"dataset labels file {labels_path} has no label for {len(missing)} of the "
-            f"{len(table.studies)} gold studies ({examples(missing)}); audit with the labels file "
-            "the gold studies were drawn from"
+            f"{len(table.studies)} gold studies ({examples(map(hide_labels, missing))}); audit "
+            "with the labels file the gold studies were drawn from"
         )
     findings = read_strata(strata_path, table.studies) if strata_path is not None else None
-    labels = np.array([label_of[s] for s in table.studies], dtype=np.int8)
+    labels = np.array([label_of[key] for key in table.keys], dtype=np.int8)
     truth = majority(table, panel.gold)
 
     groups = {type_key(t): np.array(table.types) == t for t in STUDY_TYPES}

@@ -17,9 +17,17 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from scorer.errors import HostError
 from scorer.metrics import METRICS, defined
 
 Counts = NDArray[np.int64]
+# The most (resample x cell) counts drawn at once: 2^27 int64s, 1 GiB for the draws (a few times
+# that while they are summed). A MURA test with 3 radiologists has 32 cells (64 with a
+# stratum), so this allows settings.MAX_RESAMPLES; more raters double the cells each.
+MAX_DRAWN_CELLS = 1 << 27
+# The most 0/1 columns (gold, model, radiologists, a stratum) to cross: 2^18 cells, whose
+# confusion masks take 150 MB; MURA has 5 (6 with a stratum).
+MAX_COLUMNS = 18
 
 
 def group_rng(seed: int, group: str) -> np.random.Generator:
@@ -36,6 +44,12 @@ def joint_cells(columns: Sequence[NDArray[np.integer]]) -> Counts:
 
     `columns[0]` is the reference (gold); cell index = sum of column j's bit << j.
     """
+    if len(columns) > MAX_COLUMNS:
+        raise HostError(
+            f"{len(columns)} joint reads (gold, the model and {len(columns) - 2} radiologists or "
+            f"strata) are more than the bootstrap can cross ({MAX_COLUMNS}); score at most "
+            f"{MAX_COLUMNS - 3} radiologists: give a gold file with fewer rater columns"
+        )
     stacked = np.stack([np.asarray(c, dtype=np.int64) for c in columns], axis=1)
     codes = stacked @ (1 << np.arange(stacked.shape[1], dtype=np.int64))
     return np.bincount(codes, minlength=1 << stacked.shape[1]).astype(np.int64)
@@ -63,6 +77,12 @@ def resample_cells(cells: Counts, resamples: int, seed: int, group: str) -> Coun
     calls abnormal, binomially. Together that is exactly the joint multinomial, and the gold and
     radiologist resamples -- hence the radiologists' intervals -- do not depend on the submission.
     """
+    if resamples * cells.size > MAX_DRAWN_CELLS:
+        raise HostError(
+            f"{resamples:,} bootstrap resamples of {cells.size.bit_length() - 1} joint reads "
+            f"(gold, model, radiologists) would need {resamples * cells.size * 8 / 2**30:.1f} GiB "
+            f"or more; use at most {MAX_DRAWN_CELLS // cells.size:,} resamples for this gold file"
+        )
     n = int(cells.sum())
     by_model = cells.reshape(-1, 2, 2)  # [other reads, model read, gold]
     out = np.zeros((resamples, *by_model.shape), dtype=np.int64)

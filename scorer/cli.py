@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import click
 
-from scorer.errors import ScoringError
+from scorer.errors import HostError, ScoringError
 from scorer.files import write_atomic
 
 
@@ -15,6 +17,45 @@ def fail(exc: ScoringError) -> None:
     """Report a scoring error as one line on stderr and exit with its code (2 or 3)."""
     click.echo(exc.line(), err=True)
     sys.exit(exc.exit_code)
+
+
+def check_targets(targets: Mapping[str, Path | None]) -> None:
+    """Check the files the options (`--json` -> path) name before anything is scored, so a
+    typo costs no scoring run and never leaves one file written and the next not."""
+    given = {option: path for option, path in targets.items() if path is not None}
+    seen: dict[Path, str] = {}
+    for option, path in given.items():
+        if path.resolve() in seen:
+            raise HostError(f"{seen[path.resolve()]} and {option} both name {path}; give each its own file")
+        seen[path.resolve()] = option
+        if path.is_dir():
+            raise HostError(f"{option} {path} is a folder; expected the name of a file to write")
+        if path.exists() and not path.is_file():
+            raise HostError(
+                f"{option} {path} is not a regular file; expected a file to write (for stdout, use --format)"
+            )
+        folder = path.parent
+        if not folder.is_dir():
+            raise HostError(f"{option} {path}: the folder {folder} does not exist; create it first")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise HostError(f"{option} {path}: the folder {folder} is not writable; choose another")
+
+
+def write_outputs(files: Mapping[Path, Callable[[], str]]) -> None:
+    """Render every file, then write each whole (write_atomic). A failed write is a HostError,
+    and the files this call created before it are removed again."""
+    texts = {path: render() for path, render in files.items()}
+    created: list[Path] = []
+    for path, text in texts.items():
+        existed = path.exists()
+        try:
+            write_atomic(path, text)
+        except OSError as exc:
+            for done in created:
+                done.unlink(missing_ok=True)
+            raise HostError(f"{path} cannot be written ({exc.strerror or exc})") from None
+        if not existed:
+            created.append(path)
 
 
 @click.command()
@@ -100,16 +141,15 @@ def score(
 
     settings = Settings(rater_names(gold_raters), seed, resamples, confidence)
     try:
+        check_targets({"--json": json_out, "--html": html_out})
         result = score_files(
             gold, predictions, settings, probabilities_path=probabilities, strata_path=strata
         )
+        text = report.to_json(result)
+        outputs = {json_out: lambda: text, html_out: lambda: report.to_html(result)}
+        write_outputs({path: render for path, render in outputs.items() if path is not None})
     except ScoringError as exc:
         fail(exc)
-    text = report.to_json(result)
-    if json_out is not None:
-        write_atomic(json_out, text)
-    if html_out is not None:
-        write_atomic(html_out, report.to_html(result))
     click.echo(text if fmt == "json" else report.to_table(result), nl=False)
 
 
@@ -149,12 +189,11 @@ def audit_labels(
 
     settings = Settings(rater_names(gold_raters), seed, resamples, confidence)
     try:
+        check_targets({"--json": json_out, "--html": html_out})
         result = audit_files(labels, gold, settings, strata)
+        text = report.to_json(result)
+        outputs = {json_out: lambda: text, html_out: lambda: report.audit_to_html(result)}
+        write_outputs({path: render for path, render in outputs.items() if path is not None})
     except ScoringError as exc:
         fail(exc)
-    text = report.to_json(result)
-    if json_out is not None:
-        write_atomic(json_out, text)
-    if html_out is not None:
-        write_atomic(html_out, report.audit_to_html(result))
     click.echo(text if fmt == "json" else report.audit_to_table(result), nl=False)

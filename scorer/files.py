@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -22,13 +23,33 @@ def read_file(path: Path, what: str, kind: str, error: type[ScoringError] = Host
         raise error(f"{what} {path} cannot be read ({exc.strerror}); check its permissions") from None
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (os.umask can only set
+    it, and setting it briefly would race with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)  # a stricter mask meanwhile: a racing thread's file is only more private
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, text: str) -> None:
     """Write via a temporary file in the same folder and a rename: a killed run leaves either
     the old file or the whole new one, never half of it; concurrent writers never share a
-    temporary file."""
+    temporary file. The file gets the mode a plain open(path, "w") would give it: the replaced
+    file's, or 0o666 less the umask (mkstemp alone makes it 0o600)."""
     path = Path(path)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
             f.flush()

@@ -4,7 +4,9 @@ All files are header-less, comma-separated text (MURA's official files). Two str
 - a participant's file must be exactly to the contract: UTF-8 without a byte-order mark, LF
   line endings, no header; anything else is a ParticipantError saying what to change;
 - an organiser's file (gold, strata, index) may have a BOM, CRLF endings and a header row,
-  as copies of MURA's files do; what cannot be read is a HostError.
+  as copies of MURA's files do; what cannot be read is a HostError. A HostError can reach a
+  participant (a Codabench log), so it names lines and columns, never a vote, and shows study
+  paths with their `_positive`/`_negative` suffixes hidden.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from scorer.errors import HostError, ParticipantError, ScoringError, examples
+from scorer.errors import HostError, ParticipantError, ScoringError, examples, hide_labels
 from scorer.files import read_file
-from scorer.paths import normalize_study, study_type
+from scorer.paths import normalize_study, study_key, study_type
 
 BOM = b"\xef\xbb\xbf"
 BINARY = ("0", "1")
@@ -195,6 +198,11 @@ class RaterTable:
     raters: tuple[str, ...]  # column names
     votes: np.ndarray  # (studies, raters), int8
 
+    @cached_property
+    def keys(self) -> tuple[str, ...]:
+        """Each study's label-blind key (paths.study_key), unique within the table."""
+        return tuple(study_key(study) for study in self.studies)
+
 
 def read_gold(path: str | Path, what: str = "gold file") -> RaterTable:
     """`study,label`, `study,Rad1,Rad2,Rad3` or `study,Rad1,...,RadK`; a header row is optional.
@@ -231,35 +239,42 @@ def read_gold(path: str | Path, what: str = "gold file") -> RaterTable:
 
     bad = [row for row in rows if any(value not in BINARY for value in row.fields[1:])]
     if bad:
+        # Where, not what: the row's other values are votes.
+        column = next(i for i, value in enumerate(bad[0].fields[1:]) if value not in BINARY)
         raise HostError(
             f"{what} {path}: expected 0 or 1 in every rater column; found other values on "
-            f"{len(bad)} rows (lines {_lines(bad)}, e.g. {','.join(bad[0].fields[1:])!r})"
+            f"{len(bad)} rows (lines {_lines(bad)}; first: line {bad[0].line}, column {column + 2}, "
+            f"rater {raters[column]})"
         )
     studies = tuple(normalize_study(row.fields[0]) for row in rows)
-    _check_unique(studies, rows, what, path)
+    _check_unique([study_key(study) for study in studies], rows, what, path)
     types = tuple(study_type(study) for study in studies)
     untyped = [row for row, t in zip(rows, types) if t is None]
     if untyped:
         raise HostError(
             f"{what} {path}: expected every study path to contain its study type as an "
-            f"XR_{{TYPE}} folder (e.g. MURA-v1.1/valid/XR_WRIST/patient11185/study1_positive/); "
-            f"found {len(untyped)} without one (lines {_lines(untyped)}, e.g. {untyped[0].fields[0]!r})"
+            f"XR_{{TYPE}} folder (e.g. MURA-v1.1/valid/XR_WRIST/patient11185/study1/); "
+            f"found {len(untyped)} without one (lines {_lines(untyped)}, e.g. "
+            f"{hide_labels(untyped[0].fields[0])!r})"
         )
     votes = np.array([[int(v) for v in row.fields[1:]] for row in rows], dtype=np.int8)
     return RaterTable(str(path), studies, tuple(types), tuple(raters), votes)  # type: ignore[arg-type]
 
 
-def _check_unique(studies: Sequence[str], rows: Sequence[Row], what: str, path: str | Path) -> None:
+def _check_unique(keys: Sequence[str], rows: Sequence[Row], what: str, path: str | Path) -> None:
+    """Each study key (paths.study_key) once: two rows whose paths differ only in the
+    `_positive`/`_negative` suffix are the same study to the scorer."""
     seen: dict[str, int] = {}
     repeated: list[str] = []
-    for study, row in zip(studies, rows):
-        if study in seen:
-            repeated.append(f"{study} (lines {seen[study]} and {row.line})")
+    for key, row in zip(keys, rows):
+        if key in seen:
+            repeated.append(f"{hide_labels(key)} (lines {seen[key]} and {row.line})")
         else:
-            seen[study] = row.line
+            seen[key] = row.line
     if repeated:
         raise HostError(
-            f"{what} {path}: expected each study once; found {len(repeated)} repeated: "
+            f"{what} {path}: expected each study once (paths that differ only in the study "
+            f"folder's label suffix are one study); found {len(repeated)} repeated: "
             f"{examples(repeated)}; keep one row per study"
         )
 
@@ -271,8 +286,8 @@ STRATUM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]*$")
 
 def read_strata(path: str | Path, studies: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """`study_path/,finding[;finding...]` per row (a header row is optional): each listed
-    study's findings. Every study must be one of `studies` (the gold file's); studies without a
-    row are unstratified."""
+    study's findings, keyed by the study as `studies` (the gold file's) spell it. Rows match
+    gold studies on their label-blind keys; studies without a row are unstratified."""
     what = "strata file"
     rows = read_rows(path, what=what, participant=False)
     if "/" not in rows[0].fields[0]:
@@ -293,13 +308,14 @@ def read_strata(path: str | Path, studies: Sequence[str]) -> dict[str, tuple[str
             f"space, _ . + -) after the study; found {bad[0].fields[1]!r} on line {bad[0].line}"
             f"{f' and {len(bad) - 1} more rows' if len(bad) > 1 else ''}"
         )
-    keys = [normalize_study(row.fields[0]) for row in rows]
+    keys = [study_key(row.fields[0]) for row in rows]
     _check_unique(keys, rows, what, path)
-    known = set(studies)
-    unknown = [row for row, key in zip(rows, keys) if key not in known]
+    gold_study = {study_key(study): study for study in studies}
+    unknown = [row for row, key in zip(rows, keys) if key not in gold_study]
     if unknown:
         raise HostError(
             f"{what} {path}: expected only studies of the gold file; found {len(unknown)} others "
-            f"(lines {_lines(unknown)}, e.g. {unknown[0].fields[0]!r}); fix the paths or the gold file"
+            f"(lines {_lines(unknown)}, e.g. {hide_labels(unknown[0].fields[0])!r}); fix the paths "
+            "or the gold file"
         )
-    return dict(zip(keys, findings))
+    return {gold_study[key]: names for key, names in zip(keys, findings)}

@@ -24,23 +24,27 @@ class Panel:
     choice: str  # how the gold raters were chosen: label | all | given | random
 
 
-def choose_panel(table: RaterTable, requested: Sequence[str] | None, seed: int) -> Panel:
-    """Split the gold file's raters into the gold group and the radiologists to score."""
+def choose_panel(
+    table: RaterTable, requested: Sequence[str] | None, seed: int, option: str = "--gold-raters"
+) -> Panel:
+    """Split the gold file's raters into the gold group and the radiologists to score.
+
+    `option` is how messages name the setting that gave `requested` (Settings.option)."""
     raters = table.raters
     if requested:
         by_name = {name.lower(): name for name in raters}
         unknown = [name for name in requested if name.lower() not in by_name]
         if unknown:
             raise HostError(
-                f"--gold-raters names {', '.join(unknown)}, which the gold file does not have; "
+                f"{option} names {', '.join(unknown)}, which the gold file does not have; "
                 f"its raters are {', '.join(raters)}"
             )
         chosen = [by_name[name.lower()] for name in requested]
         if len(set(chosen)) != len(chosen):
-            raise HostError(f"--gold-raters names a rater twice: {', '.join(requested)}")
+            raise HostError(f"{option} names a rater twice: {', '.join(requested)}")
         if len(chosen) % 2 == 0:
             raise HostError(
-                f"--gold-raters names {len(chosen)} raters; a majority vote needs an odd number (MURA used 3)"
+                f"{option} names {len(chosen)} raters; a majority vote needs an odd number (MURA used 3)"
             )
         gold = tuple(name for name in raters if name in chosen)  # file order
         return Panel(gold, tuple(r for r in raters if r not in gold), "given")
@@ -50,7 +54,7 @@ def choose_panel(table: RaterTable, requested: Sequence[str] | None, seed: int) 
         if len(raters) % 2 == 0:
             raise HostError(
                 f"the gold file has {len(raters)} raters; a majority vote needs an odd number: "
-                "add a rater or name the gold group with --gold-raters"
+                f"add a rater or name the gold group with {option}"
             )
         return Panel(raters, (), "all")
     picked = np.sort(np.random.default_rng(seed).choice(len(raters), GOLD_GROUP_SIZE, replace=False))

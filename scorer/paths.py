@@ -1,8 +1,12 @@
 """The study-path grammar of MURA, in one place.
 
-A study's key is its whole path with a trailing slash, e.g.
+A study is named by its whole path with a trailing slash, e.g.
 `MURA-v1.1/valid/XR_WRIST/patient11185/study1_positive/`: the same
 `patientNNNNN/studyK_*` folder occurs under several study types, so nothing shorter is unique.
+The scorer matches studies on `study_key`, that path without the study folder's
+`_positive`/`_negative` suffix: the suffix is the label, and a match that needed it would tell
+a participant which label they guessed (in MURA a patient's studyK exists once per type, so the
+suffix never tells two studies apart).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ OVERALL = "Overall"
 
 _TYPE_IN_PATH = re.compile(r"(?:^|/)XR_([A-Z]+)(?:/|$)")
 _LABEL_SUFFIX = re.compile(r"_(positive|negative)/?$")
+_FOLDER_LABEL = re.compile(r"_(positive|negative)$", re.IGNORECASE)
 
 
 def type_key(study_type: str) -> str:
@@ -29,6 +34,15 @@ def normalize_study(text: str) -> str:
     while key.startswith("./"):
         key = key[2:]
     return key.rstrip("/") + "/"
+
+
+def study_key(text: str) -> str:
+    """The label-blind key the scorer matches studies on: the canonical path without the study
+    folder's `_positive`/`_negative` suffix. `a/study1_positive/`, `a/study1_negative` and
+    `./a/study1/` are all `a/study1/`."""
+    head, _, folder = normalize_study(text)[:-1].rpartition("/")
+    folder = _FOLDER_LABEL.sub("", folder)
+    return f"{head}/{folder}/" if head else f"{folder}/"
 
 
 def study_type(study: str) -> str | None:

@@ -43,7 +43,7 @@ def score_files(
     # The organiser's files first: if one is broken, the organiser must hear of it, not the
     # participant.
     table = read_gold(gold_path)
-    panel = choose_panel(table, settings.gold_raters, settings.seed)
+    panel = choose_panel(table, settings.gold_raters, settings.seed, settings.option("gold_raters"))
     findings = read_strata(strata_path, table.studies) if strata_path is not None else None
     model = align(read_predictions(predictions_path), table.studies)
     probabilities = None

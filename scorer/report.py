@@ -241,6 +241,53 @@ def roc_png(roc: dict) -> bytes:
     return buffer.getvalue()
 
 
+# --- the participants' view (Codabench's detailed_results.html) ------------------------------
+# Participants read a platform's scoring output. Beside the official keys it shows kappa with its
+# bootstrap interval and the comparison with the radiologists, nothing more: confusion counts,
+# gold class counts, accuracy, sensitivity, specificity and F1 would each, with the
+# participant's own predictions, give away how many studies of each type are abnormal; the
+# asymptotic interval is a closed form of the confusion table too, the undefined-metric notes
+# name a class, and the seed would let one replay the bootstrap. The organisers keep the full
+# report (`mura score`).
+
+
+def participant_sections(result: dict) -> list[Section]:
+    head = ["Study type", "n", "Kappa", "Bootstrap CI"]
+    rows = [
+        [group, str(r["n"]), _f(r["kappa"]), _ci(r["kappa_lower"], r["kappa_upper"])]
+        for group, r in ((g, result["model"][g]) for g in result["groups"])
+    ]
+    sections = [Section("Model", head, rows)]
+    if result["radiologists"]:
+        sections.append(radiologist_section(result))
+    return sections
+
+
+def _participant_header(result: dict) -> list[str]:
+    gold, boot = result["gold"], result["bootstrap"]
+    how = "the label column" if gold["choice"] == "label" else f"majority of {', '.join(gold['gold_raters'])}"
+    return [
+        f"MURA score: {result['n_studies']} studies; gold standard: {how}",
+        f"{boot['confidence'] * 100:g}% intervals: percentile bootstrap ({boot['resamples']:,} resamples)",
+    ]
+
+
+def _participant_notes(result: dict) -> list[str]:
+    """Which kappas are undefined, without the reason (the reason names a gold class)."""
+    raters = {MODEL: result["model"], **result["radiologists"]}
+    return [
+        f"{group}: kappa of {name} is undefined; reported as null"
+        for group in result["groups"]
+        for name, records in raters.items()
+        if records[group]["kappa"] is None
+    ]
+
+
+def participant_html(result: dict, title: str = "MURA: detailed results") -> str:
+    """The report a participant may see (see above); strata and ROC are the organisers'."""
+    return _page(title, _participant_header(result), participant_sections(result), _participant_notes(result))
+
+
 # --- the label audit --------------------------------------------------------------------------
 
 

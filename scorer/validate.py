@@ -1,8 +1,10 @@
 """Matching a submission against the gold studies: exactly one 0/1 for every gold study.
 
 Unlike the official MURA script (an inner join), nothing is scored unless every gold study has
-exactly one prediction and no prediction names another study. Messages show study paths with
-their `_positive`/`_negative` suffixes hidden: participants must never learn a gold label.
+exactly one prediction and no prediction names another study. Studies are matched on their
+label-blind keys (paths.study_key: the path without the `_positive`/`_negative` suffix), so a
+submission that guesses a suffix, the right one or none, matches the same study, and whether a
+row matches never depends on a gold label. Messages show paths with those suffixes hidden.
 """
 
 from __future__ import annotations
@@ -13,33 +15,35 @@ import numpy as np
 
 from scorer.errors import ParticipantError, examples, hide_labels
 from scorer.formats import PREDICTIONS, Prediction, SubmissionFile
+from scorer.paths import study_key
 
 
 def align(
     predictions: Sequence[Prediction], studies: Sequence[str], kind: SubmissionFile = PREDICTIONS
 ) -> np.ndarray:
-    """The submitted value for each study in `studies`, in that order: int8 0/1 for
-    predictions, float64 for probabilities."""
+    """The submitted value for each study in `studies` (whose keys must be unique, as a gold
+    file's are), in that order: int8 0/1 for predictions, float64 for probabilities."""
     what = kind.what
     first: dict[str, Prediction] = {}
     repeated: dict[str, list[int]] = {}
     for prediction in predictions:
-        if prediction.study in first:
-            repeated.setdefault(prediction.study, [first[prediction.study].line]).append(prediction.line)
+        key = study_key(prediction.study)
+        if key in first:
+            repeated.setdefault(key, [first[key].line]).append(prediction.line)
         else:
-            first[prediction.study] = prediction
+            first[key] = prediction
     if repeated:
-        shown = (
-            f"{hide_labels(study)} (lines {', '.join(map(str, lines))})" for study, lines in repeated.items()
-        )
+        shown = (f"{hide_labels(key)} (lines {', '.join(map(str, ls))})" for key, ls in repeated.items())
         raise ParticipantError(
             f"{what}: expected exactly one row per study; found {len(repeated)} studies with more "
-            f"than one row: {examples(shown)}; keep one row for each study"
+            f"than one row: {examples(shown)}; keep one row for each study (a study folder's "
+            "label suffix, if you write one, does not make it another study)"
         )
 
-    wanted = set(studies)
-    extra = [p for p in first.values() if p.study not in wanted]
-    missing = [study for study in studies if study not in first]
+    keys = [study_key(study) for study in studies]
+    wanted = set(keys)
+    extra = [p for key, p in first.items() if key not in wanted]
+    missing = [key for key in keys if key not in first]
     matched = len(first) - len(extra)
     hint = (
         "; none of your study paths matches a test study: write each study's folder exactly as "
@@ -60,4 +64,4 @@ def align(
             f"add a row {kind.form} for each (predict every study, even when unsure){hint}"
         )
     dtype = np.int8 if kind is PREDICTIONS else np.float64
-    return np.array([first[study].value for study in studies], dtype=dtype)
+    return np.array([first[key].value for key in keys], dtype=dtype)

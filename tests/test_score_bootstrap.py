@@ -11,17 +11,19 @@ from scorer.settings import Settings
 
 
 def _direct_bootstrap(truth, pred, rad, resamples, seed):
-    """Resample study indices with replacement: the textbook bootstrap."""
+    """Resample study indices with replacement: the textbook bootstrap. Also returns the
+    difference an unpaired bootstrap would give (model and radiologist on separate resamples)."""
     rng = np.random.default_rng(seed)
     n = len(truth)
-    model_k, diff_k = np.empty(resamples), np.empty(resamples)
+    model_k, diff_k, unpaired_k = np.empty(resamples), np.empty(resamples), np.empty(resamples)
     for b in range(resamples):
-        idx = rng.integers(0, n, n)
+        idx, other = rng.integers(0, n, n), rng.integers(0, n, n)
         t, p, r = truth[idx], pred[idx], rad[idx]
         km = float(metrics.cohen_kappa(*metrics.confusion_counts(t, p)))
         kr = float(metrics.cohen_kappa(*metrics.confusion_counts(t, r)))
-        model_k[b], diff_k[b] = km, km - kr
-    return model_k, diff_k
+        kr_other = float(metrics.cohen_kappa(*metrics.confusion_counts(truth[other], rad[other])))
+        model_k[b], diff_k[b], unpaired_k[b] = km, km - kr, km - kr_other
+    return model_k, diff_k, unpaired_k
 
 
 def test_cells_and_confusions_agree_with_direct_counts():
@@ -45,15 +47,17 @@ def test_resampled_cells_keep_n_and_empty_cells():
 def test_multinomial_bootstrap_agrees_with_index_bootstrap():
     test = make_test(n=207, raters=1, seed=5)
     truth = test.truth
-    pred = noisy_predictions(test, 0.85, seed=6)
     rad = test.votes[:, 0]
+    # A model that mostly agrees with the radiologist (it flips 5% of the radiologist's reads):
+    # their kappas rise and fall together over resamples, so pairing narrows the interval of
+    # the difference a lot, and an unpaired bootstrap would be caught below.
+    pred = np.where(np.random.default_rng(7).random(truth.size) < 0.05, 1 - rad, rad).astype(np.int8)
     resamples = 4000
     fast = score_group(truth, {"model": pred, "rad": rad}, "Overall", Settings(resamples=resamples, seed=1))
-    direct_k, direct_d = _direct_bootstrap(truth, pred, rad, resamples, seed=2)
+    direct_k, direct_d, unpaired_d = _direct_bootstrap(truth, pred, rad, resamples, seed=2)
     model = fast["raters"]["model"]
     # The 2.5th/97.5th percentiles of a 4,000-resample bootstrap vary by about 0.005 here;
-    # 0.02 is four of those, while a wrong resampling scheme (unpaired, or not
-    # multinomial) moves them by more.
+    # 0.02 is four of those.
     lo, hi = np.percentile(direct_k, [2.5, 97.5])
     assert model["kappa_lower"] == pytest.approx(lo, abs=0.02)
     assert model["kappa_upper"] == pytest.approx(hi, abs=0.02)
@@ -61,6 +65,11 @@ def test_multinomial_bootstrap_agrees_with_index_bootstrap():
     dlo, dhi = np.percentile(direct_d, [2.5, 97.5])
     assert diff["lower"] == pytest.approx(dlo, abs=0.02)
     assert diff["upper"] == pytest.approx(dhi, abs=0.02)
+    # Unpaired, the interval is about 0.1 wider (both ends about 0.05 further out): far outside
+    # the tolerance above, so a kit that lost the pairing would fail it.
+    ulo, uhi = np.percentile(unpaired_d, [2.5, 97.5])
+    assert (uhi - ulo) - (dhi - dlo) > 0.06
+    assert diff["lower"] - ulo > 0.03 and uhi - diff["upper"] > 0.03
 
 
 def test_identical_raters_have_a_zero_difference():
@@ -93,3 +102,22 @@ def test_percentile_interval_leaves_out_undefined_resamples():
 
 def test_panel_dataclass_is_plain():
     assert Panel(("a",), (), "label").choice == "label"
+
+
+def test_a_bootstrap_too_big_for_memory_is_a_host_error_before_allocating():
+    from scorer.errors import HostError
+
+    cells = np.ones(1 << 9, dtype=np.int64)  # gold, model and 7 radiologists
+    limit = bootstrap.MAX_DRAWN_CELLS // cells.size
+    assert bootstrap.resample_cells(cells[:8], 1000, seed=0, group="g").shape == (1000, 8)
+    with pytest.raises(HostError, match=f"use at most {limit:,} resamples"):
+        bootstrap.resample_cells(cells, limit + 1, seed=0, group="g")
+
+
+def test_too_many_rater_columns_is_a_host_error_before_crossing_them():
+    from scorer.errors import HostError
+
+    columns = [np.zeros(10, dtype=np.int8)] * (bootstrap.MAX_COLUMNS + 1)
+    assert bootstrap.joint_cells(columns[:4]).size == 16
+    with pytest.raises(HostError, match="fewer rater columns"):
+        bootstrap.joint_cells(columns)

@@ -89,7 +89,8 @@ def test_scores_a_valid_submission(case):
     assert set(result["gold"]["gold_raters"]).isdisjoint(result["radiologists"])
     assert sum(result["model"][t.capitalize()]["n"] for t in TYPES) == 28
     for group in result["model"].values():
-        assert group["kappa_lower"] <= group["kappa"] <= group["kappa_upper"] or group["kappa"] is None
+        # None first: comparing None with a number would raise before `or` is reached.
+        assert group["kappa"] is None or group["kappa_lower"] <= group["kappa"] <= group["kappa_upper"]
 
 
 def test_table_is_the_default_and_json_file_is_written(case, tmp_path):
@@ -304,3 +305,191 @@ def test_gold_with_crlf_bom_and_header_is_accepted(case, tmp_path):
     a = json.loads(mura("score", crlf, sub, "--format", "json", "--resamples", "50").stdout)
     b = json.loads(mura("score", gold, sub, "--format", "json", "--resamples", "50").stdout)
     assert a["model"] == b["model"]
+
+
+# --- label-blind matching: no message or score depends on a guessed suffix ------------------
+
+
+def _guess(preds: list[str], how: str) -> list[str]:
+    """The valid submission with every study folder's suffix replaced by a guess."""
+    out = []
+    for i, line in enumerate(preds):
+        path, value = line.split(",")
+        bare = path.replace("_positive/", "/").replace("_negative/", "/")
+        suffix = {"positive": "_positive", "negative": "_negative", "none": ""}.get(
+            how, ["_positive", ""][i % 2]
+        )
+        out.append(f"{bare[:-1]}{suffix}/,{value}")
+    return out
+
+
+def _without_inputs(stdout: str) -> dict:
+    result = json.loads(stdout)
+    result.pop("inputs")  # the submission file's name and hash
+    return result
+
+
+GUESSES = ("positive", "negative", "none", "mixed")
+
+
+def test_a_guessed_suffix_matches_the_study_whatever_the_guess(case, tmp_path):
+    # The reviewer's probe: every study written with `_positive`. It used to fail with
+    # "found N rows for other studies", N and the lines being exactly the normal studies.
+    gold, sub, preds = case
+    truth = json.loads(mura("score", gold, sub, "--format", "json", "--resamples", "100").stdout)
+    truth.pop("inputs")
+    for how in GUESSES:
+        probe = write(tmp_path / f"probe-{how}.csv", _guess(preds, how))
+        proc = mura("score", gold, probe, "--format", "json", "--resamples", "100")
+        assert proc.returncode == 0, (how, proc.stderr)
+        assert _without_inputs(proc.stdout) == truth, how
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda rows: rows[:-2],  # missing studies
+        lambda rows: rows + [rows[3]],  # a duplicate
+        lambda rows: rows + ["MURA-v1.1/test/XR_HAND/patient99999/study1_positive/,1"],  # an extra
+        lambda rows: [r.rsplit(",", 1)[0] + ",0.7" for r in rows],  # not 0/1
+    ],
+    ids=["missing", "duplicate", "extra", "values"],
+)
+def test_no_message_depends_on_the_guessed_suffix(case, tmp_path, change):
+    gold, _, preds = case
+    messages = set()
+    for how in ("positive", "negative"):  # the same text, guessed two ways: same message
+        probe = write(tmp_path / "probe.csv", change(_guess(preds, how)))
+        proc = mura("score", gold, probe)
+        assert_participant_error(proc)
+        messages.add(proc.stderr)
+    assert len(messages) == 1, messages
+
+
+def test_two_rows_for_one_study_with_different_suffixes_are_a_duplicate(case, tmp_path):
+    gold, _, preds = case
+    path = preds[0].split(",")[0].replace("_positive/", "/").replace("_negative/", "/")
+    sub = write(tmp_path / "twice.csv", [f"{path[:-1]}_positive/,1", f"{path[:-1]}_negative/,0", *preds[1:]])
+    assert_participant_error(mura("score", gold, sub), "more than one row", "lines 1, 2")
+
+
+def test_studies_that_collide_across_types_are_kept_apart_without_suffixes(tmp_path):
+    same = "patient11186/study1"
+    gold = write(
+        tmp_path / "gold.csv",
+        [f"MURA-v1.1/valid/XR_{t}/{same}_positive/,{int(t != 'HAND')}" for t in ["WRIST", "HAND", "ELBOW"]],
+    )
+    sub = write(
+        tmp_path / "out.csv", [f"MURA-v1.1/valid/XR_{t}/{same}/,1" for t in ["WRIST", "HAND", "ELBOW"]]
+    )
+    result = json.loads(mura("score", gold, sub, "--format", "json", "--resamples", "50").stdout)
+    assert result["n_studies"] == 3
+    assert result["model"]["Hand"]["fp"] == 1 and result["model"]["Wrist"]["tp"] == 1
+    assert result["model"]["Elbow"]["tp"] == 1
+
+
+def test_gold_studies_that_differ_only_in_the_suffix_are_a_host_error(case, tmp_path):
+    _, sub, _ = case
+    gold = write(
+        tmp_path / "gold.csv",
+        [
+            "MURA-v1.1/test/XR_HAND/patient1/study1_positive/,1",
+            "MURA-v1.1/test/XR_HAND/patient1/study1_negative/,0",
+        ],
+    )
+    proc = mura("score", gold, sub)
+    assert_host_error(proc, "expected each study once", "(lines 1 and 2)")
+    assert "_positive" not in proc.stderr and "_negative" not in proc.stderr
+
+
+def test_strata_and_audit_labels_match_on_the_label_blind_key(tmp_path):
+    # MURA-style labels files carry the suffix; a radiologists' gold file or a strata file need not.
+    rows = [(f"MURA-v1.1/valid/XR_WRIST/patient{40000 + i}/study1", int(i < 10)) for i in range(30)]
+    suffixed = [f"{p}_{'positive' if y else 'negative'}/" for p, y in rows]
+    gold = write(tmp_path / "gold.csv", [f"{p}/,{y},{y},{y}" for p, y in rows])
+    labels = write(tmp_path / "labels.csv", [f"{s},{y}" for s, (_, y) in zip(suffixed, rows)])
+    strata = write(
+        tmp_path / "strata.csv", [f"{s},{'fracture' if y else 'normal'}" for s, (_, y) in zip(suffixed, rows)]
+    )
+    proc = mura("audit-labels", labels, gold, "--strata", strata, "--resamples", "50", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["groups"]["Overall"]["sensitivity"] == 1.0 and result["strata"]["fracture"]["n"] == 10
+    sub = write(tmp_path / "out.csv", [f"{p}/,{y}" for p, y in rows])
+    scored = mura("score", labels, sub, "--strata", strata, "--resamples", "50", "--format", "json")
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["strata"]["groups"]["normal"]["n"] == 20
+
+
+# --- the organiser's errors carry no label and no vote ----------------------------------------
+
+LABELLED = "MURA-v1.1/test/XR_HAND/patient1/study1_positive/"
+
+
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        (f"{LABELLED},1,1,1\nMURA-v1.1/test/XR_HAND/patient2/study1_negative/,0,0,0\n{LABELLED},1,1,1\n",
+         ("repeated", "(lines 1 and 3)")),
+        (f"{LABELLED},1,1,1,2,0,1\n", ("line 1, column 5, rater Rad4",)),
+        ("MURA-v1.1/test/patient1/study1_negative/,0\n", ("XR_{TYPE}",)),
+    ],
+    ids=["duplicate", "rater value", "no type"],
+)  # fmt: skip
+def test_gold_file_errors_name_lines_not_labels_or_votes(case, tmp_path, content, needles):
+    _, sub, _ = case
+    proc = mura("score", write(tmp_path / "gold.csv", content.encode()), sub)
+    assert_host_error(proc, *needles)
+    assert "_positive" not in proc.stderr and "_negative" not in proc.stderr
+    assert "1,1,1" not in proc.stderr and "'2'" not in proc.stderr
+
+
+def test_strata_and_audit_errors_hide_labels(tmp_path, case):
+    gold, sub, preds = case
+    strata = write(tmp_path / "strata.csv", ["MURA-v1.1/test/XR_HAND/patient9/study1_positive/,fracture"])
+    proc = mura("score", gold, sub, "--strata", strata)
+    assert_host_error(proc, "only studies of the gold file")
+    labels = write(tmp_path / "labels.csv", preds[:3])
+    audit = mura("audit-labels", labels, gold)
+    assert_host_error(audit, "no label for 25 of the 28 gold studies")
+    for p in (proc, audit):
+        assert "_positive" not in p.stderr and "_negative" not in p.stderr
+
+
+# --- output files: checked before scoring, written whole or not at all ------------------------
+
+
+@pytest.mark.parametrize("command", ["score", "audit-labels"])
+@pytest.mark.parametrize("option", ["--json", "--html"])
+def test_an_output_in_a_missing_folder_is_a_host_error_before_scoring(case, tmp_path, command, option):
+    gold, sub, preds = case
+    # audit-labels takes LABELS GOLD; score takes GOLD PREDICTIONS.
+    inputs = (write(tmp_path / "labels.csv", preds), gold) if command == "audit-labels" else (gold, sub)
+    other = "--html" if option == "--json" else "--json"
+    good = tmp_path / "other.out"
+    proc = mura(command, *inputs, other, good, option, tmp_path / "nope" / "x.out")
+    assert_host_error(proc, option, "does not exist", "create it first")
+    assert not good.exists()  # the other output was not written either
+
+
+def test_outputs_naming_the_same_file_or_a_device_are_host_errors(case, tmp_path):
+    gold, sub, _ = case
+    same = tmp_path / "r.out"
+    assert_host_error(mura("score", gold, sub, "--json", same, "--html", same), "both name")
+    assert_host_error(mura("score", gold, sub, "--json", "/dev/null"), "not a regular file")
+    assert Path("/dev/null").is_char_device()
+
+
+def test_a_failed_write_leaves_no_file_behind(tmp_path):
+    from scorer.cli import write_outputs
+    from scorer.errors import HostError
+
+    first, second = tmp_path / "a.json", tmp_path / "gone" / "b.html"
+    with pytest.raises(HostError, match="cannot be written"):
+        write_outputs({first: lambda: "{}\n", second: lambda: "<html>"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_too_many_resamples_is_a_host_error(case):
+    gold, sub, _ = case
+    assert_host_error(mura("score", gold, sub, "--resamples", "100000000"), "--resamples", "1,000,000")

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from scorer import example_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,3 +71,130 @@ def test_missing_predictions_are_the_participants_fault(tmp_path):
 def test_metadata_names_the_module():
     meta = (ROOT / "scorer" / "codabench" / "metadata.yaml").read_text()
     assert "python3 -m scorer.codabench" in meta
+
+
+def last_line(proc: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_detailed_results_are_the_participants_view(tmp_path):
+    proc = run(make_input(tmp_path), tmp_path / "output")
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "output" / "detailed_results.html").read_text()
+    scores = json.loads((tmp_path / "output" / "scores.json").read_text())
+    assert f"{scores['Overall_Mean']:.3f}" in page and "Bootstrap CI" in page
+    assert "model − Rad4" in page  # the radiologists' kappas and the paired differences
+    # No confusion counts, no gold class counts, nothing else that gives away the prevalence.
+    for needle in ("<th>TP</th>", "<th>FN</th>", "abnormal", "normal)", "Sensitivity", "Specificity",
+                   "Accuracy", "F1", "Asymptotic", "seed"):  # fmt: skip
+        assert needle not in page, needle
+    groups = [t.capitalize() for t in example_data.STUDY_TYPES] + ["Overall"]
+    assert set(scores) <= {f"{g}_{s}" for g in groups for s in ("Mean", "Lower", "Upper")}
+
+
+def test_outputs_are_readable_by_the_platform_under_its_umask(tmp_path):
+    input_dir = make_input(tmp_path)
+    previous = os.umask(0o022)
+    try:
+        proc = run(input_dir, tmp_path / "output")
+    finally:
+        os.umask(previous)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("scores.json", "scores.txt", "detailed_results.html"):
+        assert (tmp_path / "output" / name).stat().st_mode & 0o777 == 0o644, name
+
+
+@pytest.mark.parametrize(
+    "gold, needles",
+    [
+        ("MURA-v1.1/test/XR_HAND/patient1/study1_negative/,0,0,0\n" * 2, ("repeated", "(lines 1 and 2)")),
+        ("MURA-v1.1/test/XR_HAND/patient1/study1_positive/,1,1,1,2,0,1\n", ("line 1, column 5",)),
+    ],
+    ids=["duplicate", "rater value"],
+)
+def test_a_broken_gold_file_gives_a_generic_label_free_last_line(tmp_path, gold, needles):
+    input_dir = make_input(tmp_path)
+    (input_dir / "ref" / "test.csv").write_text(gold)
+    proc = run(input_dir, tmp_path / "output")
+    assert proc.returncode == 3
+    line = last_line(proc)
+    assert line.startswith("organiser error: the organisers' reference data or scoring set-up is invalid")
+    assert all(needle in line for needle in needles), line
+    assert "_positive" not in proc.stderr and "_negative" not in proc.stderr
+    assert "1,1,1" not in proc.stderr and "0,0,0" not in proc.stderr
+
+
+@pytest.mark.parametrize("raters", [["Rad1", "Rad4", "Rad5"], "Rad1,Rad4,Rad5", " Rad1, Rad4 ,Rad5 "])
+def test_gold_raters_may_be_a_list_or_a_comma_separated_string(tmp_path, raters):
+    input_dir = make_input(tmp_path)
+    (input_dir / "ref" / "scoring.json").write_text(json.dumps({"gold_raters": raters, "resamples": 200}))
+    proc = run(input_dir, tmp_path / "output")
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "output" / "detailed_results.html").read_text()
+    assert "majority of Rad1, Rad4, Rad5" in page
+
+
+@pytest.mark.parametrize(
+    "config, needle",
+    [
+        ({"gold_raters": "Rad1,Rad9,Rad2"}, 'ref/scoring.json field "gold_raters" names Rad9'),
+        ({"gold_raters": ["Rad1", 4, "Rad5"]}, 'ref/scoring.json field "gold_raters": expected a list'),
+        ({"resamples": 100_000_000}, 'ref/scoring.json field "resamples" must be from 1 to 1,000,000'),
+        ({"resamples": "many"}, 'ref/scoring.json field "resamples": expected an integer'),
+        ({"seed": True}, 'ref/scoring.json field "seed": expected an integer'),
+        ({"gold-raters": "Rad1"}, "unknown fields gold-raters"),
+        (["Rad1"], "expected an object"),
+    ],
+)
+def test_a_bad_scoring_json_names_its_field(tmp_path, config, needle):
+    input_dir = make_input(tmp_path)
+    (input_dir / "ref" / "scoring.json").write_text(json.dumps(config))
+    proc = run(input_dir, tmp_path / "output")
+    assert proc.returncode == 3
+    line = last_line(proc)
+    assert needle in line and "--" not in line.split(": ", 1)[1], line
+
+
+def test_an_output_that_is_a_file_is_the_organisers_error(tmp_path):
+    (tmp_path / "output").write_text("not a folder")
+    proc = run(make_input(tmp_path), tmp_path / "output")
+    assert proc.returncode == 3
+    assert "OUTPUT" in last_line(proc) and "is a file" in last_line(proc)
+
+
+def test_a_prediction_file_that_links_outside_res_is_refused(tmp_path):
+    # A result zip with output.csv -> ../ref/test.csv must not be scored (or read) as predictions.
+    input_dir = make_input(tmp_path)
+    (input_dir / "res" / "output.csv").unlink()
+    (input_dir / "res" / "output.csv").symlink_to(input_dir / "ref" / "test.csv")
+    proc = run(input_dir, tmp_path / "output")
+    assert proc.returncode == 2
+    assert last_line(proc).startswith("submission error:") and "inside res/" in last_line(proc)
+    assert not (tmp_path / "output" / "scores.json").exists()
+
+
+def test_the_metadata_states_what_the_codabench_path_imports(tmp_path):
+    input_dir = make_input(tmp_path)
+    probe = (
+        "import sys\nfrom scorer.codabench import main\ncode = main(sys.argv[1:])\n"
+        "top = {m.split('.')[0] for m in sys.modules if not m.startswith('_')}\n"
+        "third = sorted(top - set(sys.stdlib_module_names) - {'scorer', 'cython_runtime'})\n"
+        "print('THIRD', ','.join(third), code)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-c", probe, str(input_dir), str(tmp_path / "output")]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+    # (cython_runtime is numpy's; names with a leading _ are the interpreter's and site's.)
+    assert proc.stdout.strip() == "THIRD numpy 0", proc.stdout + proc.stderr
+    meta = (ROOT / "scorer" / "codabench" / "metadata.yaml").read_text()
+    assert "Python >= 3.10" in meta and "numpy" in meta and "numpy only" not in meta
+
+
+def test_predictions_zipped_inside_a_folder_get_a_hint(tmp_path):
+    input_dir = make_input(tmp_path)
+    (input_dir / "res" / "sub").mkdir()
+    (input_dir / "res" / "output.csv").rename(input_dir / "res" / "sub" / "output.csv")
+    proc = run(input_dir, tmp_path / "output")
+    assert proc.returncode == 2
+    assert "sub/output.csv in a folder: zip the file itself" in last_line(proc)

@@ -3,25 +3,33 @@
 Run as `python -m scorer.codabench INPUT OUTPUT` (the platforms call `<program> <input>
 <output>`): INPUT/ref/ holds the organisers' gold file, INPUT/res/ the submission's
 predictions. Writes OUTPUT/scores.json (and scores.txt, `key: value` lines, for CodaLab
-Competitions v1) with the official MURA keys, and OUTPUT/detailed_results.html.
+Competitions v1) with the official MURA keys, and OUTPUT/detailed_results.html: the
+participants' view of the report (report.participant_html), since participants can read it.
 
 Options, all optional, come from INPUT/ref/scoring.json: {"gold_raters": ["Rad1", "Rad4",
-"Rad5"], "seed": 0, "resamples": 10000}.
+"Rad5"] (or "Rad1,Rad4,Rad5"), "seed": 0, "resamples": 10000}.
 
 A failure exits non-zero; the last line on stderr is what the participant sees, so it says
-what to fix, and never shows gold labels.
+what to fix, and never shows gold labels: a submission's error says what to change; the
+organisers' (a broken gold file or scoring.json) says only that their reference data is
+invalid, with a detail that names lines and columns, never a label or a vote.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 
-from scorer.errors import HostError, ParticipantError, ScoringError
+from scorer.errors import HostError, ParticipantError, ScoringError, hide_labels
+from scorer.files import read_file, write_atomic
 
 GOLD_NAMES = ("test.csv", "gold.csv", "valid_labeled_studies.csv")
 PREDICTION_NAMES = ("output.csv", "predictions.csv")
+CONFIG = "scoring.json"
+CONFIG_FORM = '{"gold_raters": ["Rad1", "Rad4", "Rad5"], "seed": 0, "resamples": 10000}'
+OUTPUTS = ("scores.json", "scores.txt", "detailed_results.html")
 
 
 def _pick(folder: Path, preferred: tuple[str, ...], error: type[ScoringError], what: str) -> Path:
@@ -33,28 +41,52 @@ def _pick(folder: Path, preferred: tuple[str, ...], error: type[ScoringError], w
         return found[0]
     wanted = " or ".join(preferred)
     listing = ", ".join(p.name for p in found) or "no CSV file"
-    raise error(f"expected the {what} in {folder.name}/ as {wanted} (or a single .csv), found {listing}")
+    nested = sorted(folder.glob("*/*.csv")) if not found and folder.is_dir() else []
+    hint = (
+        f" (but {nested[0].relative_to(folder)} in a folder: zip the file itself, not its folder)"
+        if nested
+        else ""
+    )
+    raise error(
+        f"expected the {what} in {folder.name}/ as {wanted} (or a single .csv), found {listing}{hint}"
+    )
 
 
 def _settings(ref: Path):  # -> Settings
-    from scorer.settings import Settings
+    from scorer.settings import Settings, rater_names
 
-    config = ref / "scoring.json"
-    if not config.is_file():
-        return Settings()
+    config = ref / CONFIG
+    source = f"ref/{CONFIG}"
+    if not config.exists():
+        return Settings(source=source)
     try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-        raters = data.get("gold_raters")
-        return Settings(
-            gold_raters=tuple(raters) if raters else None,
-            seed=int(data.get("seed", 0)),
-            resamples=int(data.get("resamples", 10_000)),
-        )
-    except (ValueError, TypeError, AttributeError) as exc:
+        data = json.loads(read_file(config, "settings file", "a JSON file").decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HostError(f"{source} is not valid JSON ({exc}); expected {CONFIG_FORM}") from None
+    if not isinstance(data, dict):
+        raise HostError(f"{source} holds a {type(data).__name__}; expected an object, {CONFIG_FORM}")
+    unknown = sorted(set(data) - {"gold_raters", "seed", "resamples"})
+    if unknown:
+        raise HostError(f"{source} has unknown fields {', '.join(unknown)}; expected {CONFIG_FORM}")
+
+    raters = data.get("gold_raters")
+    if isinstance(raters, str):
+        names = rater_names(raters)
+    elif raters is None or (isinstance(raters, list) and all(isinstance(r, str) for r in raters)):
+        names = tuple(r.strip() for r in raters or () if r.strip()) or None
+    else:
         raise HostError(
-            f"ref/scoring.json is not valid ({exc}); expected "
-            '{"gold_raters": [...], "seed": 0, "resamples": 10000}'
-        ) from None
+            f'{source} field "gold_raters": expected a list of rater names (["Rad1", "Rad4", '
+            f'"Rad5"]) or one comma-separated string, found {json.dumps(raters)}'
+        )
+
+    def integer(name: str, default: int) -> int:
+        value = data.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise HostError(f'{source} field "{name}": expected an integer, found {json.dumps(value)}')
+        return value
+
+    return Settings(names, integer("seed", 0), integer("resamples", 10_000), source=source)
 
 
 def official_scores(result: dict) -> dict[str, float]:
@@ -65,21 +97,54 @@ def official_scores(result: dict) -> dict[str, float]:
     }
 
 
+def _output_folder(output_dir: Path) -> None:
+    """OUTPUT must be a folder we can write (made if missing): checked before scoring."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise HostError(f"OUTPUT {output_dir} is a file; expected a folder for {', '.join(OUTPUTS)}")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HostError(f"OUTPUT {output_dir} cannot be created ({exc.strerror})") from None
+
+
 def run(input_dir: Path, output_dir: Path) -> None:
     from scorer import report
     from scorer.pipeline import score_files
 
     ref, res = input_dir / "ref", input_dir / "res"
     gold = _pick(ref, GOLD_NAMES, HostError, "gold file")
+    settings = _settings(ref)
+    _output_folder(output_dir)
     predictions = _pick(res, PREDICTION_NAMES, ParticipantError, "predictions file")
-    result = score_files(gold, predictions, _settings(ref))
+    if not predictions.resolve().is_relative_to(res.resolve()):
+        # A link in a result zip (output.csv -> ../ref/test.csv) would score the gold itself.
+        raise ParticipantError(
+            f"the predictions file res/{predictions.name} is a link to a file outside the "
+            "submission; expected a regular file inside res/: upload the CSV itself"
+        )
+    result = score_files(gold, predictions, settings)
     # Only aggregate scores leave the scorer: no per-study rows and no file names from ref/.
     result.pop("inputs", None)
-    output_dir.mkdir(parents=True, exist_ok=True)
     scores = official_scores(result)
-    (output_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
-    (output_dir / "scores.txt").write_text("".join(f"{k}: {v}\n" for k, v in scores.items()))
-    (output_dir / "detailed_results.html").write_text(report.to_html(result, "MURA: detailed results"))
+    texts = {
+        "scores.json": json.dumps(scores, indent=2) + "\n",
+        "scores.txt": "".join(f"{k}: {v}\n" for k, v in scores.items()),
+        "detailed_results.html": report.participant_html(result),
+    }
+    for name, text in texts.items():
+        try:
+            write_atomic(output_dir / name, text)
+        except OSError as exc:
+            raise HostError(f"OUTPUT {output_dir}: {name} cannot be written ({exc.strerror})") from None
+
+
+def host_line(exc: HostError) -> str:
+    """The participant-visible line for the organisers' error: whose fault it is, then the
+    detail (HostError messages carry no labels or votes)."""
+    return (
+        f"{exc.prefix}: the organisers' reference data or scoring set-up is invalid (your "
+        f"submission was not scored; the organisers must fix this): {exc.message}"
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -88,7 +153,14 @@ def main(argv: list[str]) -> int:
         return 3
     try:
         run(Path(argv[0]), Path(argv[1]))
+    except HostError as exc:
+        print(host_line(exc), file=sys.stderr)
+        return exc.exit_code
     except ScoringError as exc:
         print(exc.line(), file=sys.stderr)
         return exc.exit_code
+    except Exception:  # a bug: the organisers need the traceback, participants read it too
+        print(hide_labels(traceback.format_exc()), file=sys.stderr, end="")
+        print("error: the scoring program failed (a bug in the scorer, not your submission)", file=sys.stderr)
+        return 1
     return 0

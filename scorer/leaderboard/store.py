@@ -9,7 +9,8 @@ timeout (concurrent writers queue instead of failing), one transaction per recor
 killed mid-write leaves the last committed state) and synchronous=FULL (a committed record
 survives a crash of the machine, too). A new store is built beside its path and linked into
 place whole, so a file at that path is always a whole store: an empty one is a truncated copy,
-never one being created. Reading (render) opens the file read-only and never changes it.
+never one being created. Reading (open_store(read_only=True), for render) refuses every write:
+it never creates, migrates or changes a store, and reads one in a read-only folder too.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ ADDED, UPDATED, UNCHANGED = "added", "updated", "unchanged"
 
 @dataclass(frozen=True)
 class Entry:
-    """Who submitted, what and when; everything but the submitter is optional."""
+    """Who submitted, what and when; everything but the submitter is optional. Recording the
+    same submission again sets the model, institution and link given (an empty one clears it)
+    and keeps those that are None."""
 
     submitter: str
     model: str | None = None
