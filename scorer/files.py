@@ -1,7 +1,8 @@
-"""Reading a file with a clear error, and writing one whole or not at all."""
+"""Reading a file with a clear error, hashing one, and writing one whole or not at all."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
@@ -21,6 +22,15 @@ def read_file(path: Path, what: str, kind: str, error: type[ScoringError] = Host
         raise error(f"{what} {path} is a folder; expected {kind}") from None
     except OSError as exc:
         raise error(f"{what} {path} cannot be read ({exc.strerror}); check its permissions") from None
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's content, read in chunks (a model bundle can be gigabytes)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _umask() -> int:

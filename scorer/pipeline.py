@@ -6,7 +6,6 @@ plain dict (the JSON that `mura score --format json` prints), which report.py re
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from scorer import bootstrap, metrics, roc
+from scorer.files import file_sha256
 from scorer.formats import PROBABILITIES, RaterTable, read_gold, read_predictions, read_strata
 from scorer.gold import Panel, choose_panel, majority, reads
 from scorer.paths import OVERALL, STUDY_TYPES, type_key
@@ -210,10 +210,6 @@ def best_radiologist(radiologists: Mapping[str, Mapping[str, dict]]) -> dict | N
     kappa, name = max(scored, key=lambda item: item[0])  # the first listed wins a tie
     overall = radiologists[name][OVERALL]
     return {"name": name, "kappa": kappa, "lower": overall["kappa_lower"], "upper": overall["kappa_upper"]}
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 __all__: Sequence[str] = ["score_files", "score_group", "score_table"]
