@@ -11,7 +11,7 @@ ARG BASE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 FROM ${BASE}
 
 ARG EXTRAS=model
-COPY pyproject.toml setup.cfg README.md /opt/mura-kit/
+COPY pyproject.toml setup.cfg README.md constraints.txt /opt/mura-kit/
 COPY mura /opt/mura-kit/mura
 COPY scorer /opt/mura-kit/scorer
 COPY reference_model /opt/mura-kit/reference_model
@@ -20,9 +20,11 @@ COPY reference_model /opt/mura-kit/reference_model
 COPY docker/certs/ /tmp/build-certs/
 # PIP_BREAK_SYSTEM_PACKAGES: a Debian base's python refuses system-wide installs (PEP 668); in an
 # image there is no system to break. Older pips ignore the variable.
+# -c constraints.txt: the project's pins, as `make install` uses them (with the model extra on a
+# base whose torch differs from the pinned pair, pip installs the pinned pair).
 RUN for cert in /tmp/build-certs/*.crt; do [ -f "$cert" ] && export PIP_CERT="$cert"; done; \
     PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --disable-pip-version-check \
-        "/opt/mura-kit${EXTRAS:+[$EXTRAS]}" \
+        -c /opt/mura-kit/constraints.txt "/opt/mura-kit${EXTRAS:+[$EXTRAS]}" \
     && rm -rf /opt/mura-kit /tmp/build-certs \
     && useradd --no-log-init --uid 1000 --user-group --create-home --shell /usr/sbin/nologin mura \
     && mkdir -p /submission /data /output

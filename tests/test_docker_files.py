@@ -66,6 +66,7 @@ def test_the_build_context_holds_the_sources_and_never_the_data():
     assert allowed == {
         "pyproject.toml",
         "setup.cfg",
+        "constraints.txt",
         "README.md",
         "mura",
         "scorer",
@@ -75,3 +76,13 @@ def test_the_build_context_holds_the_sources_and_never_the_data():
     sources = [src for kind, value in instructions(EVALUATION) + instructions(SCORING) if kind == "COPY"
                for src in value.split()[:-1]]  # fmt: skip
     assert {src.rstrip("/") for src in sources} <= allowed
+
+
+@pytest.mark.parametrize("dockerfile", [EVALUATION, SCORING], ids=["evaluation", "scoring"])
+def test_the_images_install_the_kit_with_the_projects_pins(dockerfile):
+    # As `make install` does (Makefile: pip install -c constraints.txt): the releases known to work.
+    steps = instructions(dockerfile)
+    assert any(kind == "COPY" and "constraints.txt" in value.split()[:-1] for kind, value in steps)
+    install = [value for kind, value in steps if kind == "RUN" and "pip install" in value]
+    assert len(install) == 1 and "-c /opt/mura-kit/constraints.txt" in install[0]
+    assert "-c constraints.txt" in (ROOT / "Makefile").read_text()
