@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = ROOT / "tests" / "hostile"
 TEST_IMAGE = os.environ.get("MURA_TEST_IMAGE", "mura-evaluation:test")
 RUNNERS = ("bwrap", "docker")
+# bubblewrap also without cgroups, as on a cgroup v2 host or for a non-root organiser: the
+# fallback limits (prlimit, RLIMIT_NPROC on the run's uid, CPU affinity) must hold as well.
+NO_CGROUPS = "bwrap-nocgroups"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -52,11 +55,11 @@ def tree_digest(*paths: Path) -> dict[str, tuple]:
 
 def runner_or_skip(name: str):
     """The named runner, or a skip that says what is missing (a failure in CI)."""
-    if name == "bwrap":
+    if name in ("bwrap", NO_CGROUPS):
         reason = bwrap_runner.unavailable_reason()
         if reason is not None:
             pytest.skip(f"bubblewrap runner: {reason}")
-        return bwrap_runner.BwrapRunner()
+        return bwrap_runner.BwrapRunner(use_cgroups=False if name == NO_CGROUPS else None)
     reason = docker_runner.unavailable_reason()
     if reason is not None:
         pytest.skip(f"docker runner: {reason} (CI starts one with .ci/docker-up)")
@@ -86,3 +89,13 @@ def host_processes_with(token: str) -> list[str]:
             if token in cmdline:
                 found.append(f"{entry.name}: {cmdline}")
     return found
+
+
+def sandbox_of(pid: int) -> str:
+    """The cgroup path of a host process (`/mura-kit/run-...` for a bubblewrap run with cgroups,
+    `/docker/<container id>` for a container): which sandbox it runs in."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):
+            return path
+    return ""

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 from harness_helpers import RUNNERS, copy_submission, make_hidden_test, runner_or_skip, tree_digest
@@ -115,19 +116,31 @@ def test_from_inside_the_sandbox_no_label_is_reachable(runner_name, tmp_path):
     submission = copy_submission(
         "inspector",
         tmp_path / "participant",
-        {"needles.txt": "\n".join(needles), "targets.txt": "\n".join(map(str, targets))},
+        {"needles.txt": "\n".join(needles), "targets.txt": "\n".join(map(str, targets + [SECRET]))},
     )
+    # A root-owned 0700 folder inside a mounted path: only root could read it.
+    (submission / "secret").mkdir(mode=0o700)
+    (submission / "secret" / "key.txt").write_text("the organiser's secret\n")
     before = tree_digest(hidden, gold)
     limits = Limits(timeout=300, memory=1024 * MiB, pids=64)
     eve = Submission(submission, "eve")
     verdict = evaluate(eve, hidden, gold, run, runner, limits, Settings(resamples=50))
 
     assert verdict.ok, verdict.reason
-    report = json.loads((run / "sandbox" / "output" / "report.json").read_text())
+    report = inspector_report(run / "log.txt")
     assert report["paths"] > 100  # it did look around
     assert report["named"] == [] and report["contents"] == []
     assert set(report["opened"].values()) <= {"FileNotFoundError", "PermissionError"}, report["opened"]
+    assert report["opened"][SECRET] == "PermissionError"
     assert report["uid"] != 0
+    # Unprivileged on the host, not only inside a namespace: no host root, no capability, no
+    # sysctl that a crash or the kernel would act on, no user namespace to regain root inside.
+    assert report["host_uid"] not in (None, 0), report["host_uid"]
+    assert set(report["capabilities"].values()) == {"0000000000000000"}, report["capabilities"]
+    assert report["no_new_privs"] == "1"
+    assert len(report["sysctls"]) == 3  # EACCES, or EROFS (OSError) where /proc/sys is read-only first
+    assert set(report["sysctls"].values()) <= {"PermissionError", "OSError"}, report["sysctls"]
+    assert report["user_namespace"] == "refused"
     data = report["data"]
     images = [path for path in data if path.endswith(".png")]
     assert len(images) == sum(1 for _ in hidden.rglob("*.png"))
@@ -135,4 +148,13 @@ def test_from_inside_the_sandbox_no_label_is_reachable(runner_name, tmp_path):
     assert {entry["mtime"] for entry in data.values()} == {FIXED_MTIME}
     assert set(report["listing"]) <= {f"XR_{t}" for t in STUDY_TYPES}
     assert tree_digest(hidden, gold) == before
-    assert not os.path.exists(run / "sandbox" / "data")
+    assert not os.path.exists(run / "sandbox")  # the staged data and /output are gone
+
+
+SECRET = "/submission/secret/key.txt"
+
+
+def inspector_report(log: Path) -> dict:
+    lines = [line for line in log.read_text().splitlines() if line.startswith("REPORT ")]
+    assert len(lines) == 1, log.read_text()[-2000:]
+    return json.loads(lines[0].removeprefix("REPORT "))

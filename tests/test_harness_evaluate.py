@@ -4,9 +4,12 @@ the organiser's own mistakes are host errors that record nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +17,10 @@ from pathlib import Path
 import pytest
 from harness_helpers import RUNNERS, copy_submission, make_hidden_test, runner_or_skip, tree_digest
 
+from scorer import pipeline
 from scorer.errors import HostError
-from scorer.harness import bwrap_runner, cli, docker_runner
+from scorer.files import file_sha256
+from scorer.harness import bwrap_runner, cli, docker_runner, seccomp
 from scorer.harness.evaluate import Submission, evaluate, folder_sha256
 from scorer.harness.sandbox import GiB, Limits, MiB
 from scorer.leaderboard.store import open_store
@@ -83,6 +88,9 @@ def test_a_good_submission_is_scored_on_its_mapped_back_answer_and_recorded(runn
         == reference["Overall_Mean"]
     )
     assert (tmp_path / "run" / "score.html").is_file()
+    # The raw answer is kept privately; the sandbox's own folder (data, /output) is gone.
+    assert (tmp_path / "run" / "private" / "output.csv").is_file()
+    assert not (tmp_path / "run" / "sandbox").exists()
     assert (tmp_path / "run" / "log.txt").read_text() == f"wrote {len(studies)} studies\n"
     outcome = json.loads((tmp_path / "run" / "outcome.json").read_text())
     assert outcome["status"] == "scored" and outcome["run"]["runner"] == runner_name
@@ -176,6 +184,12 @@ def test_a_submission_without_predict_py_is_a_recorded_failure_and_nothing_runs(
 
     class NeverRun:
         name = "never"
+
+        def check(self, limits):
+            pass
+
+        def visible(self, submission):
+            return [submission]
 
         def run(self, *args):
             raise AssertionError("the sandbox must not run")
@@ -310,12 +324,16 @@ def test_the_docker_command_line_holds_every_guarantee(tmp_path):
     for flag in ("--init", "--network none", "--read-only", "--cap-drop ALL",
                  "--security-opt no-new-privileges", "--pull never", "--log-driver none",
                  f"--memory {GiB}", f"--memory-swap {GiB}", "--cpus 1.5", "--pids-limit 99",
-                 "--user 1000:1000"):  # fmt: skip
+                 "--user 1000:1000", "--entrypoint timeout"):  # fmt: skip
         assert flag in text, flag
     assert f"source={tmp_path / 'd'},target=/data,readonly" in text
     assert f"source={tmp_path / 's'},target=/submission,readonly" in text
     assert f"source={tmp_path / 'o'},target=/output" in text and "--gpus" not in args
-    assert args[-3:] == ["img:t", "/data/input.csv", "/output/output.csv"]
+    # The contract, under a deadline of the container's own past the harness's (9 s + grace),
+    # its stderr on stdout (one pipe: the log keeps the order it was written in).
+    deadline = str(math.ceil(9 + docker_runner.CONTAINER_GRACE))
+    assert args[-12:] == ["img:t", "-s", "KILL", deadline, "sh", "-c", 'exec "$@" 2>&1', "sh", "python3",
+                          "predict.py", "/data/input.csv", "/output/output.csv"]  # fmt: skip
     with_gpus = docker_runner.docker_arguments("n", "i", tmp_path, tmp_path, tmp_path, Limits(gpus="all"))
     assert with_gpus[with_gpus.index("--gpus") + 1] == "all"
 
@@ -332,6 +350,15 @@ def test_a_size_that_is_not_one_is_the_organisers_error():
         cli.parse_size("lots", "--memory")
 
 
+def test_a_files_hash_is_read_in_chunks_and_is_the_whole_files(tmp_path):
+    # One helper for the scorer's input hashes and the submission's content hash.
+    content = os.urandom(3 * 1000 + 7)
+    bundle = tmp_path / "bundle.bin"
+    bundle.write_bytes(content)
+    expected = hashlib.sha256(content).hexdigest()
+    assert file_sha256(bundle, chunk=1000) == expected == pipeline.file_sha256(bundle)
+
+
 def test_the_submission_hash_covers_names_and_contents_and_ignores_bytecode(tmp_path):
     a = copy_submission("well_behaved", tmp_path / "a")
     b = copy_submission("well_behaved", tmp_path / "b")
@@ -341,6 +368,129 @@ def test_the_submission_hash_covers_names_and_contents_and_ignores_bytecode(tmp_
     assert folder_sha256(a) == folder_sha256(b)
     (b / "bundle.bin").write_bytes(b"w")
     assert folder_sha256(a) != folder_sha256(b)
+
+
+def organisers_paths_inside(submission: Path, hidden, tmp_path: Path) -> dict[str, list]:
+    """Each of the organiser's paths put inside (or around) the submission: option -> arguments."""
+    test_dir, gold, _ = hidden
+    inside = submission / "organiser"
+    inside.mkdir()
+    shutil.copy(gold, inside / "gold.csv")
+    shutil.copytree(test_dir, inside / "hidden")
+    run = tmp_path / "run"
+    return {
+        "--out": ["--test", test_dir, "--gold", gold, "--out", inside / "run", "--no-record"],
+        "--db": ["--test", test_dir, "--gold", gold, "--out", run, "--db", inside / "b.sqlite"],
+        "--gold": ["--test", test_dir, "--gold", inside / "gold.csv", "--out", run, "--no-record"],
+        "--test": ["--test", inside / "hidden", "--gold", gold, "--out", run, "--no-record"],
+        "--strata": ["--test", test_dir, "--gold", gold, "--strata", inside / "gold.csv", "--out", run],
+    }
+
+
+def test_a_run_folder_inside_the_submission_is_refused_before_anything_runs(hidden, tmp_path):
+    # `cd submission && mura evaluate .`: the default run folder (evaluations/...) would lie
+    # inside the submission, and with it the map back, which read_map would find and score with.
+    test_dir, gold, _ = hidden
+    submission = copy_submission("read_map", tmp_path)
+    before = tree_digest(submission)
+    proc = mura("evaluate", ".", "--test", test_dir, "--gold", gold, "--no-record", "--runner", "bwrap",
+                cwd=submission)  # fmt: skip
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    out = r"evaluations/read_map-\d+T\d+Z"
+    expected = rf"^organiser error: --out {out} lies inside the submission {submission}, "
+    assert re.match(expected, proc.stderr), proc.stderr
+    assert "run `mura evaluate` from another folder or pass another --out (nothing was run)" in proc.stderr
+    assert tree_digest(submission) == before  # no evaluations/ folder, nothing run
+
+
+@pytest.mark.parametrize("option", ["--out", "--db", "--gold", "--test", "--strata"])
+def test_every_organisers_path_inside_the_submission_is_refused(option, hidden, tmp_path):
+    submission = copy_submission("read_map", tmp_path)
+    args = organisers_paths_inside(submission, hidden, tmp_path)[option]
+    proc = mura("evaluate", submission, *args, "--runner", "bwrap", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    folder = re.escape(str(submission))
+    expected = rf"^organiser error: {option} {folder}/organiser/\S+ lies inside the submission {folder}, "
+    assert re.match(expected + "which the sandbox can read; ", proc.stderr), proc.stderr
+    assert not (tmp_path / "run").exists() and not (submission / "organiser" / "run").exists()
+
+
+def test_a_submission_inside_the_organisers_test_folder_is_refused(hidden, tmp_path):
+    test_dir, gold, _ = hidden
+    submission = copy_submission("well_behaved", test_dir / "uploads")
+    try:
+        proc = mura("evaluate", submission, "--test", test_dir, "--gold", gold, "--no-record",
+                    "--out", tmp_path / "run", "--runner", "bwrap", cwd=tmp_path)  # fmt: skip
+    finally:
+        shutil.rmtree(test_dir / "uploads")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert f"--test {test_dir} holds the submission {submission}; keep the organiser's files" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+NO_IMAGE = (
+    r"^organiser error: (the docker runner is unavailable: .*|the evaluation image nope:latest is not in "
+    r"the Docker engine; build it with `make image`.*)$"
+)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--submitted", "yesterday"], r"^organiser error: submission date: "),
+        (["--link", "notalink"], r"^organiser error: link: expected an http:// or https:// address"),
+        (["--runner", "docker", "--image", "nope:latest"], NO_IMAGE),
+    ],
+    ids=["date", "link", "image"],
+)
+def test_a_bad_leaderboard_field_or_a_missing_sandbox_stops_before_anything_is_written(
+    options, message, hidden, tmp_path
+):
+    test_dir, gold, _ = hidden
+    run, db = tmp_path / "run", tmp_path / "board.sqlite"
+    runner = [] if "--runner" in options else ["--runner", "bwrap"]
+    proc = mura("evaluate", HOSTILE_WELL, "--test", test_dir, "--gold", gold, "--db", db, "--out", run,
+                *runner, *options, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and re.match(message, proc.stderr), proc.stderr
+    assert not run.exists()  # nothing ran, no map back was written: a corrected retry can use --out
+    if db.exists():
+        with open_store(db) as store:
+            assert store.query("SELECT COUNT(*) FROM submissions") == [(0,)]
+
+
+@pytest.mark.required_in_ci
+@pytest.mark.parametrize("where", ["/proc/mura-run", "{gold}/run"], ids=["proc", "under a file"])
+def test_a_run_folder_that_cannot_be_made_is_the_organisers_error(where, hidden, tmp_path):
+    runner_or_skip("bwrap")  # the sandbox is checked before the run folder is made
+    test_dir, gold, _ = hidden
+    out = where.format(gold=gold)
+    proc = mura("evaluate", HOSTILE_WELL, "--test", test_dir, "--gold", gold, "--no-record", "--out", out,
+                "--runner", "bwrap", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    why = r"\((No such file or directory|Not a directory)\)"
+    expected = rf"^organiser error: --out {re.escape(out)} cannot be made {why}; choose a new folder in a "
+    assert re.match(expected + r"writable place$", proc.stderr), proc.stderr
+
+
+@pytest.mark.required_in_ci
+def test_too_many_files_in_output_fail_the_submission_even_with_a_valid_answer(hidden, tmp_path):
+    test_dir, gold, _ = hidden
+    code = ANSWER + (
+        "Path(sys.argv[2]).write_text(''.join(f'{s},0\\n' for s in studies))\n"
+        "for i in range(100):\n    Path(f'/output/extra{i}.txt').write_text('x')\n"
+    )
+    submission = inline_submission(tmp_path / "littering", code)
+    limits = Limits(timeout=60, memory=512 * MiB, pids=64, log_cap=16 * 1024, output_files=50)
+    run = tmp_path / "run"
+    verdict = evaluate(Submission(submission, "l"), test_dir, gold, run, any_runner(), limits, SETTINGS)
+    assert verdict.reason == (
+        "stopped: wrote more than 1,024 MiB or 50 files to /output; write only output.csv (and "
+        "probabilities.csv) there"
+    )
+    assert not (run / "sandbox").exists() and not (run / "predictions.csv").exists()
 
 
 def test_a_leaderboard_file_that_is_not_a_store_stops_before_anything_runs(hidden, tmp_path):
@@ -367,9 +517,44 @@ def test_bubblewrap_binds_an_interpreter_under_tmp_after_mounting_the_sandboxs_o
     # A CI clone keeps its virtual environment under /tmp: a later tmpfs on /tmp would hide it.
     venv = "/tmp/ci/main/.venv"
     monkeypatch.setattr(bwrap_runner, "python_binds", lambda: [venv])
-    args = bwrap_runner.sandbox_arguments(tmp_path / "s", tmp_path / "d", tmp_path / "o", Limits(), "run-x")
-    tmpfs = [i for i, a in enumerate(args) if a == "--tmpfs"]
-    bind = args.index(venv)
-    assert args[bind - 1] == "--ro-bind" and all(i < bind for i in tmpfs)
-    assert args[args.index("--unshare-all") :].count("--network") == 0 and "--cap-drop" in args
-    assert args[-4:] == [sys.executable, "predict.py", "/data/input.csv", "/output/output.csv"]
+    for uid in (None, 1_610_612_737):
+        args = bwrap_runner.sandbox_arguments(
+            tmp_path / "s", tmp_path / "d", tmp_path / "o", Limits(), "run-x", uid, 9
+        )
+        tmpfs = [i for i, a in enumerate(args) if a == "--tmpfs"]
+        bind = args.index(venv)
+        assert args[bind - 1] == "--ro-bind" and all(i < bind for i in tmpfs)
+        # Its parent folders are made 0755 (the dropped user must pass them), after the tmpfs.
+        made = args.index("/tmp/ci/main")
+        assert args[made - 3 : made] == ["--perms", "0755", "--dir"] and all(i < made for i in tmpfs)
+        assert args[args.index("--proc") :][:5] == ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys"]
+        assert args[args.index("--seccomp") + 1] == "9"
+        assert args[-4:] == [sys.executable, "predict.py", "/data/input.csv", "/output/output.csv"]
+        assert "--network" not in args
+
+
+def test_bubblewrap_as_root_drops_to_the_runs_own_uid_and_otherwise_uses_a_user_namespace(tmp_path):
+    paths = (tmp_path / "s", tmp_path / "d", tmp_path / "o")
+    root = bwrap_runner.sandbox_arguments(*paths, Limits(), "run-x", 1_610_612_737, None)
+    # No user namespace: bwrap could only map the sandbox's user onto root's uid.
+    assert "--unshare-user" not in root and "--unshare-all" not in root
+    for flag in ("--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
+                 "--new-session"):  # fmt: skip
+        assert flag in root, flag
+    drop = root[root.index("setpriv") : -4]
+    assert drop == ["setpriv", "--reuid=1610612737", "--regid=1610612737", "--clear-groups",
+                    "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", "--"]  # fmt: skip
+    assert root.index("--chdir") < root.index("setpriv")  # bwrap's own options all come first
+    user = bwrap_runner.sandbox_arguments(*paths, Limits(), "run-x", None, None)
+    assert "setpriv" not in user and "--seccomp" not in user
+    for flag in ("--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop"):
+        assert flag in user, flag
+    assert user[user.index("--uid") + 1] == "65534"
+    assert bwrap_runner.SANDBOX_UIDS.start > 65535  # never a uid a distribution hands out
+
+
+def test_the_seccomp_filter_is_made_for_the_machines_it_knows(tmp_path):
+    for machine in ("x86_64", "aarch64"):
+        program = seccomp.program(machine)
+        assert program and len(program) % 8 == 0  # struct sock_filter: 8 bytes each
+    assert seccomp.program("riscv64") is None

@@ -3,6 +3,7 @@ clear reason, the organiser's data and leaderboard stay intact, and nothing is l
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import uuid
 
 import pytest
 from harness_helpers import (
+    NO_CGROUPS,
     RUNNERS,
     copy_submission,
     host_processes_with,
@@ -27,14 +29,24 @@ from scorer.pipeline import score_files
 from scorer.settings import Settings
 
 SETTINGS = Settings(resamples=100)
-LIMITS = Limits(timeout=3, memory=256 * MiB, cpus=1, pids=64, log_cap=64 * 1024, output_limit=8 * MiB)
+LIMITS = Limits(
+    timeout=3, memory=256 * MiB, cpus=1, pids=64, log_cap=64 * 1024, output_limit=8 * MiB,
+    output_size=16 * MiB,
+)  # fmt: skip
 N_STUDIES = 14
+# Every sandbox, and bubblewrap's fallback limits where it has no cgroups.
+HOSTILE_RUNNERS = (RUNNERS[0], NO_CGROUPS, *RUNNERS[1:])
 
+ENDLESS = {"endless_loop", "fork_bomb"}
 # name -> what the recorded reason must say
 CASES = {
     "endless_loop": r"^timed out after 3 s; ",
     "memory_hog": r"^killed: exceeded the memory limit of 256 MiB; ",
-    "fork_bomb": r"^timed out after 3 s \(it hit the process limit of 64\); ",
+    # The parenthesis only where the sandbox can tell (a cgroup v1 pids group): see below.
+    "fork_bomb": r"^timed out after 3 s( \(it hit the process limit of 64\))?; ",
+    "fork_limit": r"^exit code 1( \(it hit the process limit of 64\))?; last lines of the log: "
+    r".*fork refused after (?P<children>\d+) children",
+    "fill_output": r"^stopped: wrote more than 16 MiB or 10,000 files to /output; write only output\.csv",
     "network_call": r"^exit code 1; last lines of the log: .*no network: every connection failed$",
     "write_data": r"^exit code 1; last lines of the log: .*Read-only file system.*nothing could be changed$",
     "read_gold": r"^exit code 1; last lines of the log: .*no labels anywhere: the gold file cannot be read$",
@@ -103,7 +115,7 @@ def board(tmp_path, hidden):
 
 
 @pytest.mark.required_in_ci
-@pytest.mark.parametrize("runner_name", RUNNERS)
+@pytest.mark.parametrize("runner_name", HOSTILE_RUNNERS)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_hostile_or_broken_submission_ends_as_a_recorded_failure(
     case, runner_name, hidden, board, listener, tmp_path
@@ -121,10 +133,18 @@ def test_a_hostile_or_broken_submission_ends_as_a_recorded_failure(
 
     run = tmp_path / "run"
     mallory = Submission(submission, "mallory")
-    verdict = evaluate(mallory, test_dir, gold, run, runner, LIMITS, SETTINGS, db=board)
+    # Only the endless ones meet the 3 s limit; the others get time to end by themselves on a
+    # loaded machine (read_gold walks the whole file system).
+    limits = LIMITS if case in ENDLESS else dataclasses.replace(LIMITS, timeout=120)
+    verdict = evaluate(mallory, test_dir, gold, run, runner, limits, SETTINGS, db=board)
 
     assert not verdict.ok, f"{case} was scored: {verdict.result and verdict.result['Overall_Mean']}"
-    assert re.search(CASES[case], verdict.reason), verdict.reason
+    found = re.search(CASES[case], verdict.reason)
+    assert found, verdict.reason
+    if case == "fork_limit":  # the process limit holds in every sandbox, cgroups or not
+        assert int(found["children"]) < LIMITS.pids, verdict.reason
+    if case == "fork_bomb" and counts_refused_forks(runner_name):
+        assert "(it hit the process limit of 64)" in verdict.reason, verdict.reason
     # Participant-safe: no real path of the hidden test set, no label.
     for study in studies:
         assert study.split("/")[3] not in verdict.reason  # patientNNNNN
@@ -149,7 +169,15 @@ def test_a_hostile_or_broken_submission_ends_as_a_recorded_failure(
         assert sandbox.startswith("mura-eval-") and sandbox.encode() not in names.stdout.split()
     # The run folder says the same.
     assert (run / "log.txt").stat().st_size <= LIMITS.log_cap + 200
-    assert not (run / "sandbox" / "data").exists()  # the staged copy is gone
+    assert not (run / "sandbox").exists()  # the staged copy and the sandbox's /output are gone
+
+
+def counts_refused_forks(runner_name: str) -> bool:
+    """Whether this sandbox can tell that forks were refused: cgroup v1 pids groups (bubblewrap's
+    own, or the Docker engine's with the cgroupfs driver)."""
+    if runner_name == "bwrap":
+        return cgroups.available()
+    return runner_name == "docker" and (cgroups.ROOT / "pids" / "docker").is_dir()
 
 
 @pytest.mark.required_in_ci

@@ -3,6 +3,7 @@
 anonymise  the test input with label-free paths, and the private map back
 sandbox    the limits, what a run ends in, the capped log, the runner interface
 docker_runner / bwrap_runner   the two sandboxes (a Docker engine, or bubblewrap without one)
+cgroups / seccomp   bubblewrap's limits (cgroup v1 groups) and system-call filter
 evaluate   the fixed pipeline: anonymise -> run -> log -> map back -> score -> record
 cli        `mura evaluate`
 

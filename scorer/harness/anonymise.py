@@ -109,9 +109,16 @@ def anonymise(
 
 
 def remove_tree(path: Path) -> None:
-    """Delete a staged tree whose folders were made read-only."""
-    if not path.exists():
+    """Delete a tree whose folders may be read-only (the staged data, or whatever a submission
+    left in its /output): each folder is opened up before it is entered; links are removed,
+    never followed."""
+    if path.is_symlink() or not path.exists():
+        path.unlink(missing_ok=True)
         return
-    for folder in [path, *(p for p in path.rglob("*") if p.is_dir() and not p.is_symlink())]:
-        folder.chmod(0o755)
+    path.chmod(0o700)
+    for root, folders, _ in os.walk(path):
+        for name in folders:
+            folder = os.path.join(root, name)
+            if not os.path.islink(folder):
+                os.chmod(folder, 0o700)
     shutil.rmtree(path)

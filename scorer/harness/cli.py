@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +15,9 @@ from scorer.errors import HostError, ScoringError
 from scorer.harness.sandbox import GiB, Limits, MiB
 
 RUNNERS = ("auto", "docker", "bwrap")
+# Turned into an exception, so that the runners' cleanup (`finally`) runs: Python's default for
+# SIGTERM and SIGHUP ends the process at once and would leave the sandbox running.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": MiB, "g": GiB, "t": 1 << 40}
 
@@ -24,6 +28,20 @@ def parse_size(text: str, option: str) -> int:
     if match is None:
         raise HostError(f"{option} {text!r}: expected a size such as 512m, 8g or 1.5G")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+class Stopped(BaseException):
+    """A stop signal arrived (BaseException: no `except Exception` may swallow it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame) -> None:
+    for other in STOP_SIGNALS:  # the cleanup that follows must not be cut short by a second one
+        signal.signal(other, signal.SIG_IGN)
+    raise Stopped(signum)
 
 
 def choose_runner(name: str, image: str):
@@ -94,13 +112,16 @@ def evaluate(
     the result -- or the failure and its reason -- is recorded on the leaderboard.
 
     Exit codes: 0 scored; 2 the submission failed (recorded, with its reason); 3 the
-    organiser's input is invalid (nothing recorded).
+    organiser's input is invalid (nothing recorded); 128+N stopped by signal N (SIGTERM, SIGHUP,
+    SIGINT), after stopping and removing the sandbox.
     """
     from scorer import report
     from scorer.harness.evaluate import Submission
     from scorer.harness.evaluate import evaluate as run_evaluation
     from scorer.settings import Settings, rater_names
 
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _raise_stopped)
     try:
         limits = Limits(
             timeout=timeout,
@@ -131,6 +152,15 @@ def evaluate(
         )
     except ScoringError as exc:
         fail(exc)
+    except Stopped as stop:
+        name = signal.Signals(stop.signum).name
+        where = f" (run folder {out})" if out is not None else ""
+        click.echo(
+            f"mura evaluate: stopped by {name}; the sandbox was stopped and removed; the evaluation "
+            f"is incomplete{where}: run it again",
+            err=True,
+        )
+        sys.exit(128 + stop.signum)
     run = verdict.outcome
     ran = f" ({run.runner} sandbox, {run.seconds:.1f} s)" if run is not None else ""
     where = f"; recorded on {db}" if verdict.recorded is not None else ""

@@ -7,12 +7,17 @@ no new privileges, an unprivileged user, no image pulls, no daemon-side log (a f
 would fill the daemon's disk otherwise). GPUs only when asked (`--gpus`).
 
 The container has a unique name: on a timeout it is removed by name (`docker rm -f`), because
-killing the `docker run` client alone leaves the container running (../shared/RECIPES.md).
+killing the `docker run` client alone leaves the container running (../shared/RECIPES.md); so
+it is when the harness is stopped by a signal. And it has a deadline of its own, for when the
+harness is killed outright: the contract runs under `timeout -s KILL` (coreutils, in every
+Debian-based image) set CONTAINER_GRACE seconds past the harness's own limit. The image needs
+`timeout` and `sh`; without them the container cannot start, which is the organiser's error.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import time
@@ -21,10 +26,9 @@ from pathlib import Path
 
 from scorer.errors import HostError
 from scorer.harness.sandbox import (
+    COMMAND,
     DATA_MOUNT,
     ENVIRONMENT,
-    INPUT_CSV,
-    OUTPUT_CSV,
     OUTPUT_MOUNT,
     SUBMISSION_MOUNT,
     Limits,
@@ -36,6 +40,8 @@ from scorer.harness.sandbox import (
 DEFAULT_IMAGE = "mura-evaluation:latest"
 USER = "1000:1000"  # the evaluation image's `mura` user (docker/evaluation.Dockerfile)
 DOCKER_FAILED = 125  # `docker run` itself failed: the container did not start
+CONTAINER_GRACE = 10.0  # seconds the container's own deadline lies past the harness's timeout
+ONE_STREAM = ("sh", "-c", 'exec "$@" 2>&1', "sh")  # runs its arguments with stderr on stdout
 
 
 def unavailable_reason() -> str | None:
@@ -75,6 +81,7 @@ def docker_arguments(
         "--user", USER,
         "--log-driver", "none",
         "--workdir", SUBMISSION_MOUNT,
+        "--entrypoint", "timeout",
         "--mount", f"type=bind,source={submission},target={SUBMISSION_MOUNT},readonly",
         "--mount", f"type=bind,source={data},target={DATA_MOUNT},readonly",
         "--mount", f"type=bind,source={output},target={OUTPUT_MOUNT}",
@@ -84,8 +91,10 @@ def docker_arguments(
             args += ["--env", f"{key}={value}"]
     if limits.gpus:
         args += ["--gpus", limits.gpus]
-    # The image's entrypoint is the contract (`python3 predict.py`); these are its two files.
-    return args + [image, INPUT_CSV, OUTPUT_CSV]
+    # The contract (the image's own entrypoint too), under the container's own deadline, with
+    # stderr on stdout's pipe: docker carries the two streams apart and may reorder them.
+    deadline = math.ceil(limits.timeout + CONTAINER_GRACE)
+    return args + [image, "-s", "KILL", str(deadline), *ONE_STREAM, *COMMAND]
 
 
 class DockerRunner:
@@ -94,7 +103,7 @@ class DockerRunner:
     def __init__(self, image: str = DEFAULT_IMAGE) -> None:
         self.image = image
 
-    def check(self) -> None:
+    def check(self, limits: Limits | None = None) -> None:
         reason = unavailable_reason()
         if reason is not None:
             raise HostError(f"the docker runner is unavailable: {reason}")
@@ -105,8 +114,11 @@ class DockerRunner:
                 "`make image` (docker/evaluation.Dockerfile) or name another with --image"
             )
 
+    def visible(self, submission: Path) -> list[Path]:
+        return [submission]
+
     def run(self, submission: Path, data: Path, output: Path, limits: Limits) -> RunOutcome:
-        self.check()
+        self.check(limits)
         name = f"mura-eval-{uuid.uuid4().hex[:12]}"
         output.chmod(0o777)  # the container's user is not the organiser
         mounts = (submission.resolve(), data.resolve(), output.resolve())
@@ -129,26 +141,32 @@ class DockerRunner:
 
         capture = LogCapture(proc.stdout, limits.log_cap, limits.output_limit)
         try:
-            timed_out = wait_for_end(proc, limits.timeout, capture.flood, stop)
+            stopped = wait_for_end(proc, limits, capture.flood, stop, output)
             state = _inspect(name)
-        finally:
+        finally:  # also on an exception (a signal to the harness): no container outlives it
             _remove(name)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         log = capture.finish()
+        text = log.decode(errors="replace").strip().splitlines()
         if proc.returncode == DOCKER_FAILED and state is None:
-            text = log.decode(errors="replace").strip().splitlines()
             raise HostError(f"docker could not start the container: {text[-1] if text else 'exit 125'}")
+        if state and state.get("Error"):  # e.g. the image has no `timeout` or `python3`
+            raise HostError(f"docker could not start the container: {state['Error']}")
         leftovers = _containers_named(name)
-        stopped = timed_out or capture.flooded
+        flooded = capture.flooded or stopped == "flood"
         oom = bool(state and state.get("OOMKilled"))
-        code = None if stopped else (int(state["ExitCode"]) if state else proc.returncode)
+        code = None if stopped or flooded else (int(state["ExitCode"]) if state else proc.returncode)
         return RunOutcome(
             self.name,
             code,
             time.monotonic() - start,
-            timed_out=timed_out and not capture.flooded,
+            timed_out=stopped == "timeout" and not flooded,
             out_of_memory=oom,
             hit_process_limit=refused > 0,
-            flooded=capture.flooded,
+            flooded=flooded,
+            output_exceeded=stopped == "output" and not flooded,
             log=log,
             log_bytes=capture.total,
             leftovers=[f"container {name}"] if leftovers else [],

@@ -9,14 +9,19 @@ Each step is a plain function. What the organiser gets, in the run folder OUT:
     OUT/result.json        the `mura score` result;  OUT/score.html  its report
     OUT/private/           the map back and the raw output: never mounted into a sandbox
 
+While the submission runs, OUT/sandbox/ holds its staged data and its /output; both are deleted
+once what counts has been collected (output.csv and probabilities.csv, into OUT/private/).
+
 A participant's failure is recorded on the leaderboard with a reason they may read: it says
 what happened and what to fix, and never carries a gold label or a real test-set path. The
-organiser's own errors (a bad --test folder or gold file, a missing engine) are HostErrors:
-exit 3, nothing recorded.
+organiser's own errors (a bad --test folder or gold file, a missing engine, a bad leaderboard
+field, a run folder the sandbox could see) are HostErrors: exit 3, nothing recorded, and all
+found before anything runs or is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +32,7 @@ from pathlib import Path
 
 from scorer import report
 from scorer.errors import HostError, ParticipantError
-from scorer.files import write_atomic
+from scorer.files import file_sha256, write_atomic
 from scorer.formats import (
     PREDICTIONS,
     PROBABILITIES,
@@ -36,8 +41,16 @@ from scorer.formats import (
     read_predictions,
     read_strata,
 )
-from scorer.harness.anonymise import Anonymised, anonymise, remove_tree
-from scorer.harness.sandbox import OUTPUT_CSV, PROBABILITIES_CSV, Limits, MiB, Runner, RunOutcome
+from scorer.harness.anonymise import Anonymised, anonymise, remove_tree, study_images
+from scorer.harness.sandbox import (
+    OUTPUT_CSV,
+    OUTPUT_MOUNT,
+    PROBABILITIES_CSV,
+    Limits,
+    MiB,
+    Runner,
+    RunOutcome,
+)
 from scorer.pipeline import score_files
 from scorer.settings import Settings
 from scorer.validate import align
@@ -86,30 +99,36 @@ def evaluate(
     seed: int | None = None,
 ) -> Verdict:
     """Run, score and record one submission. Raises HostError for the organiser's errors."""
-    table = check_host_inputs(submission.folder, test_dir, gold, out, limits, settings, strata, db)
+    table = check_host_inputs(submission, test_dir, gold, out, runner, limits, settings, strata, db)
     verdict = Verdict(out)
     private = out / "private"
     sandbox = out / "sandbox"
     reason = missing_entry_point(submission.folder)
     if reason is None:
-        # Only the organiser may enter: the sandbox's writable /output is world-writable inside.
+        # Only the organiser may enter: the sandbox's user owns /output inside it.
         sandbox.mkdir(mode=0o700)
-        staged = anonymise(test_dir, table, sandbox / "data", private, seed)
-        output = sandbox / "output"
-        output.mkdir()
         try:
-            verdict.outcome = runner.run(submission.folder.resolve(), staged.data, output, limits)
-        finally:
-            remove_tree(staged.data)
-        (out / "log.txt").write_bytes(verdict.outcome.log)
-        if verdict.outcome.leftovers:
-            raise HostError(
-                f"the {runner.name} sandbox could not stop everything the submission started "
-                f"({', '.join(verdict.outcome.leftovers)}); stop it by hand"
-            )
-        reason = failure_reason(verdict.outcome, limits)
-        if reason is None:
-            reason = map_back(staged, output, private, out)
+            staged = anonymise(test_dir, table, sandbox / "data", private, seed)
+            output = sandbox / "output"
+            output.mkdir()
+            try:
+                verdict.outcome = runner.run(submission.folder.resolve(), staged.data, output, limits)
+            finally:
+                remove_tree(staged.data)
+            (out / "log.txt").write_bytes(verdict.outcome.log)
+            if verdict.outcome.leftovers:
+                raise HostError(
+                    f"the {runner.name} sandbox could not stop everything the submission started "
+                    f"({', '.join(verdict.outcome.leftovers)}); stop it by hand"
+                )
+            reason = failure_reason(verdict.outcome, limits)
+            if reason is None:
+                reason = map_back(staged, output, private, out)
+        except BaseException:  # a host error or a signal: the sandbox folder goes all the same
+            with contextlib.suppress(OSError):
+                remove_tree(sandbox)
+            raise
+        remove_tree(sandbox)  # what counts is in private/ now
     if reason is None:
         probabilities = out / "probabilities.csv"
         verdict.result = score_files(
@@ -137,23 +156,31 @@ def evaluate(
 
 
 def check_host_inputs(
-    folder: Path,
+    submission: Submission,
     test_dir: Path,
     gold: Path,
     out: Path,
+    runner: Runner,
     limits: Limits,
     settings: Settings,
     strata: Path | None,
     db: Path | None,
 ):
-    """The organiser's inputs, checked before anything runs. Returns the gold table."""
+    """The organiser's inputs, checked before anything runs or is written. Returns the gold table."""
+    from scorer.leaderboard.records import check_entry
+
     limits.check()
     settings.check()
+    folder = submission.folder
     if not folder.is_dir():
         raise HostError(f"submission {folder} is not a folder; expected the folder holding predict.py")
     if not test_dir.is_dir():
         raise HostError(f"--test {test_dir} is not a folder; expected the folder that holds MURA-v1.1/")
+    organisers = {"--out": out, "--db": db, "--gold": gold, "--strata": strata, "--test": test_dir}
+    check_apart(folder, runner, organisers)
+    check_entry(leaderboard_entry(submission))  # a bad --link or --submitted must not cost a run
     table = read_gold(gold)
+    study_images(test_dir, table)  # every gold study has its images (listed again when staging)
     if strata is not None:
         read_strata(strata, table.studies)
     if db is not None:  # a file that is not a leaderboard store must not cost a whole run
@@ -163,8 +190,38 @@ def check_host_inputs(
             pass
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HostError(f"--out {out} already exists and is not empty; choose a new folder (nothing was run)")
-    out.mkdir(parents=True, exist_ok=True)
+    runner.check(limits)  # the engine answers and has the image; bubblewrap works here
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HostError(
+            f"--out {out} cannot be made ({exc.strerror}); choose a new folder in a writable place"
+        ) from None
     return table
+
+
+def check_apart(folder: Path, runner: Runner, paths: dict[str, Path | None]) -> None:
+    """No organiser's path may lie inside what the sandbox can read (the submission's folder, and
+    the runner's other mounts), nor hold the submission: a run folder inside the submission
+    would show the submission its own map back (private/map.csv)."""
+    submission = folder.resolve()
+    visible = [path.resolve() for path in runner.visible(submission)]
+    for option, path in paths.items():
+        if path is None:
+            continue
+        where = path.resolve()
+        inside = next((v for v in visible if where.is_relative_to(v)), None)
+        if inside is not None or submission.is_relative_to(where):
+            if inside is None:
+                relation = f"holds the submission {submission}"
+            elif inside == submission:
+                relation = f"lies inside the submission {submission}, which the sandbox can read"
+            else:
+                relation = f"lies inside {inside}, which the sandbox can read"
+            raise HostError(
+                f"{option} {path} {relation}; keep the organiser's files and the submission apart: "
+                f"run `mura evaluate` from another folder or pass another {option} (nothing was run)"
+            )
 
 
 def missing_entry_point(folder: Path) -> str | None:
@@ -181,6 +238,11 @@ def failure_reason(outcome: RunOutcome, limits: Limits) -> str | None:
     """Why the run failed, in words a participant may read; None when it exited 0."""
     mib = f"{limits.memory / MiB:,.0f} MiB"
     processes = f" (it hit the process limit of {limits.pids})" if outcome.hit_process_limit else ""
+    if outcome.output_exceeded:
+        return (
+            f"stopped: wrote more than {limits.output_size / MiB:,.0f} MiB or {limits.output_files:,} "
+            f"files to {OUTPUT_MOUNT}; write only output.csv (and probabilities.csv) there"
+        )
     if outcome.flooded:
         return (
             f"stopped: wrote more than {limits.output_limit / MiB:g} MiB to stdout/stderr; the log "
@@ -287,27 +349,30 @@ def folder_sha256(folder: Path) -> str:
         if path.is_symlink():
             digest.update(f"L {relative} {os.readlink(path)}\n".encode())
         elif path.is_file():
-            content = hashlib.sha256()
-            with path.open("rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    content.update(chunk)
-            digest.update(f"F {relative} {content.hexdigest()}\n".encode())
+            digest.update(f"F {relative} {file_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
 def record(db: Path, verdict: Verdict, submission: Submission) -> tuple[int, bool]:
     """The result, or the failure and its reason, on the leaderboard."""
-    from scorer.leaderboard.store import Entry, open_store
+    from scorer.leaderboard.store import open_store
 
-    entry = Entry(
+    entry = leaderboard_entry(submission, folder_sha256(submission.folder))
+    with open_store(db) as store:
+        if verdict.result is not None:
+            return store.add_result(verdict.result, entry)
+        return store.add_failure(verdict.reason, entry)
+
+
+def leaderboard_entry(submission: Submission, content_sha256: str | None = None):
+    """The submission's leaderboard Entry (submitted: now when not given)."""
+    from scorer.leaderboard.store import Entry
+
+    return Entry(
         submitter=submission.submitter,
         model=submission.model,
         institution=submission.institution,
         link=submission.link,
         submitted=submission.submitted or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        content_sha256=folder_sha256(submission.folder),
+        content_sha256=content_sha256,
     )
-    with open_store(db) as store:
-        if verdict.result is not None:
-            return store.add_result(verdict.result, entry)
-        return store.add_failure(verdict.reason, entry)

@@ -2,13 +2,16 @@
 
 A runner starts the submission's `predict.py` as a separate process tree inside a sandbox,
 drains its stdout and stderr into a LogCapture (which keeps the head and the tail within a
-cap and stops a flood), enforces the wall-clock limit, and makes sure nothing of the run is
-left afterwards.
+cap and stops a flood), enforces the wall-clock limit and the size of what it writes to
+/output, and makes sure nothing of the run is left afterwards -- also when the harness itself
+is stopped by a signal (the runners clean up in `finally`; `mura evaluate` turns SIGTERM and
+SIGHUP into an exception for that).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import threading
 import time
@@ -54,6 +57,8 @@ class Limits:
     pids: int = 256  # processes and threads
     tmp: int = 1 * GiB  # size of the writable /tmp (and /dev/shm)
     file_size: int = 2 * GiB  # the largest file it may write
+    output_size: int = 1 * GiB  # all it writes to /output together (disk usage) ...
+    output_files: int = 10_000  # ... and how many files and folders
     log_cap: int = 1 * MiB  # log bytes kept: the first and the last half
     output_limit: int = 64 * MiB  # stdout+stderr beyond this stops the run (a flood)
     gpus: str | None = None  # docker's --gpus value ("all", "device=0"); None: no GPU
@@ -69,6 +74,8 @@ class Limits:
             raise HostError(f"--pids must be at least 8, found {self.pids}")
         if self.log_cap < 1024 or self.output_limit < self.log_cap:
             raise HostError("the log cap must be at least 1 KiB and at most the output limit")
+        if self.output_size < MiB or self.output_files < 2:
+            raise HostError("the /output limits must allow at least 1 MiB and two files")
 
 
 @dataclass
@@ -82,6 +89,7 @@ class RunOutcome:
     out_of_memory: bool = False  # killed at the memory limit
     hit_process_limit: bool = False  # a fork or thread was refused at least once
     flooded: bool = False  # stopped for writing more than output_limit to stdout/stderr
+    output_exceeded: bool = False  # wrote more than output_size / output_files to /output
     log: bytes = b""  # stdout and stderr, capped (head + tail)
     log_bytes: int = 0  # how many bytes it wrote in all
     leftovers: list[str] = field(default_factory=list)  # what could not be stopped (must be [])
@@ -91,10 +99,20 @@ class RunOutcome:
 class Runner(Protocol):
     name: str
 
+    def check(self, limits: Limits) -> None:
+        """Raise HostError when this runner cannot run a submission here within `limits`
+        (called before anything is staged)."""
+        ...
+
+    def visible(self, submission: Path) -> list[Path]:
+        """The host's folders and files a submission in this sandbox can read: no organiser's
+        file may lie inside one."""
+        ...
+
     def run(self, submission: Path, data: Path, output: Path, limits: Limits) -> RunOutcome:
         """Run `COMMAND` from `submission` (read-only) with `data` read-only at DATA_MOUNT and
         `output` writable at OUTPUT_MOUNT, within `limits`. Returns when nothing of the run
-        is left."""
+        is left; an exception (a signal) ends the run before it propagates."""
         ...
 
 
@@ -149,23 +167,64 @@ class LogCapture:
         return bytes(self._head) + marker.encode() + bytes(self._tail)
 
 
+OUTPUT_CHECK_INTERVAL = 1.0  # seconds between two looks at the size of /output
+
+
+def output_exceeds(folder: Path, limits: Limits) -> bool:
+    """Whether `folder` holds more than `limits.output_size` bytes on disk or more than
+    `limits.output_files` entries. Never follows a link; stops counting at the first excess, so
+    a million tiny files cannot make the look itself slow."""
+    size, entries = 0, 0
+    pending = [folder]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as scan:
+                for entry in scan:
+                    entries += 1
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:  # gone meanwhile: the others still count
+                        continue
+                    size += info.st_blocks * 512
+                    if size > limits.output_size or entries > limits.output_files:
+                        return True
+                    if stat.S_ISDIR(info.st_mode):
+                        pending.append(Path(entry.path))
+        except OSError:  # gone, or unreadable to the harness: nothing more to count there
+            continue
+    return False
+
+
 def wait_for_end(
-    proc: subprocess.Popen, timeout: float, flood: threading.Event, stop: Callable[[], None]
-) -> bool:
-    """Wait for `proc`; on a flood, or past `timeout`, call `stop` (which must end the whole
-    run) and wait again. Returns whether the run timed out."""
-    deadline = time.monotonic() + timeout
-    timed_out = False
+    proc: subprocess.Popen,
+    limits: Limits,
+    flood: threading.Event,
+    stop: Callable[[], None],
+    output: Path,
+) -> str | None:
+    """Wait for `proc`; on a flood, past the timeout, or when /output (`output`) grows past its
+    limits, call `stop` (which must end the whole run) and wait again. Returns why the run was
+    stopped ("flood", "timeout", "output"), else None -- also "output" when the run ended by
+    itself having written too much."""
+    deadline = time.monotonic() + limits.timeout
+    next_look = time.monotonic() + OUTPUT_CHECK_INTERVAL
+    reason = None
     while proc.poll() is None:
-        remaining = deadline - time.monotonic()
-        if flood.is_set() or remaining <= 0:
-            timed_out = not flood.is_set()
+        now = time.monotonic()
+        if flood.is_set():
+            reason = "flood"
+        elif now >= deadline:
+            reason = "timeout"
+        elif now >= next_look:
+            next_look = now + OUTPUT_CHECK_INTERVAL
+            reason = "output" if output_exceeds(output, limits) else None
+        if reason is not None:
             stop()
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            break
-        flood.wait(min(0.1, remaining))
-    return timed_out
+            return reason
+        flood.wait(min(0.1, deadline - now))
+    return "output" if output_exceeds(output, limits) else None

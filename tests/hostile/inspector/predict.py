@@ -2,10 +2,14 @@
 valid answer). The test puts into needles.txt what must stay invisible (the real study folders,
 the organiser's folder names) and into targets.txt the organiser's paths to try to open.
 
-Writes /output/report.json: every path it can see outside /proc, /sys, /dev and its own
-/submission; the paths whose names contain a needle; the readable files (outside /usr and the
-interpreter's prefixes) whose contents contain one; what opening each target did; the listing,
-modes and mtimes of /data."""
+Prints its report as one line `REPORT {json}` (the sandbox's /output is deleted after the
+run): every path it can see outside /proc, /sys, /dev and its own /submission; the paths whose
+names contain a needle; the readable files (outside /usr and the interpreter's prefixes) whose
+contents contain one; what opening each target did; the listing, modes and mtimes of /data;
+and who it is on the host: its uid outside any user namespace (/proc/self/uid_map), its
+capabilities, whether it may open the host's sysctls for writing (opened and closed at once,
+nothing written) and whether it may make a user namespace."""
+import ctypes
 import json
 import os
 import sys
@@ -47,6 +51,32 @@ for root, dirs, files in os.walk("/data"):
     for name in sorted(dirs) + sorted(files):
         info = os.lstat(os.path.join(root, name))
         data[os.path.join(root, name)] = {"mode": oct(info.st_mode), "mtime": info.st_mtime}
+
+
+def outside_uid(uid: int) -> int | None:
+    """`uid` as the host sees it: /proc/self/uid_map lines are `inside outside count`."""
+    for line in Path("/proc/self/uid_map").read_text().splitlines():
+        inside, outside, count = map(int, line.split())
+        if inside <= uid < inside + count:
+            return outside + uid - inside
+    return None
+
+
+sysctls = {}
+for sysctl in ("kernel/core_pattern", "vm/drop_caches", "kernel/panic"):
+    try:
+        os.close(os.open(f"/proc/sys/{sysctl}", os.O_WRONLY))
+        sysctls[sysctl] = "opened for writing"
+    except OSError as exc:
+        sysctls[sysctl] = type(exc).__name__
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWUSER = 0x10000000
+pid = os.fork()
+if pid == 0:  # in a child: a user namespace made here would change nothing of the parent's
+    os._exit(0 if libc.unshare(CLONE_NEWUSER) == 0 else 1)
+userns = "made" if os.waitpid(pid, 0)[1] == 0 else "refused"
+lines = Path("/proc/self/status").read_text().splitlines()
+status = dict(line.split(":\t", 1) for line in lines if ":\t" in line)
 report = {
     "paths": len(paths),
     "named": named,
@@ -56,8 +86,13 @@ report = {
     "data": data,
     "listing": os.listdir("/data/test"),
     "uid": os.getuid(),
+    "host_uid": outside_uid(os.getuid()),
+    "capabilities": {key: status[key].strip() for key in ("CapEff", "CapPrm", "CapBnd", "CapAmb")},
+    "no_new_privs": status.get("NoNewPrivs", "").strip(),
+    "sysctls": sysctls,
+    "user_namespace": userns,
 }
-Path("/output/report.json").write_text(json.dumps(report, indent=1))
+print("REPORT", json.dumps(report), flush=True)
 images = [line.strip() for line in Path(sys.argv[1]).read_text().splitlines() if line.strip()]
 studies = dict.fromkeys(image.rpartition("/")[0] + "/" for image in images)
 with open(sys.argv[2], "w") as out:
