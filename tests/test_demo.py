@@ -14,6 +14,7 @@ import pytest
 from harness_helpers import runner_or_skip
 
 from scorer.harness import bwrap_runner
+from scorer.leaderboard.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,12 +47,24 @@ def test_the_demo_runs_the_whole_competition_and_a_second_run_reuses_it(tmp_path
     assert (submission / "bundle" / "manifest.json").is_file()
     result = json.loads((out / "evaluation" / "result.json").read_text())
     assert result["n_studies"] == 12 and "strata" in result  # scored on the hidden test, stratified
+    assert result["strata"]["groups"] and all(group["n"] > 0 for group in result["strata"]["groups"].values())
     assert len(result["radiologists"]) == 3  # six generated radiologists: three make the gold standard
     outcome = json.loads((out / "evaluation" / "outcome.json").read_text())
     assert outcome["status"] == "scored" and outcome["run"]["leftovers"] == []
     assert (out / "evaluation" / "private" / "map.csv").is_file()
-    assert "| Rank | Date | Model | Kappa |" in (out / "leaderboard.md").read_text()
-    assert "<table" in (out / "leaderboard.html").read_text()
+    # The evaluation recorded the scored entry, and the leaderboard shows it -- or says it left
+    # it off (a tiny model's kappa may be below the 0.5 threshold or undefined).
+    kappa = result["Overall_Mean"]
+    with open_store(out / "leaderboard.sqlite") as store:
+        entries = store.query("SELECT submitter, model, institution, status, kappa FROM submissions")
+    assert entries == [("demo", "DenseNet-121 x2 (demo)", "MURA kit", "scored", kappa)]
+    markdown, page = (out / "leaderboard.md").read_text(), (out / "leaderboard.html").read_text()
+    assert "| Rank | Date | Model | Kappa |" in markdown and "<table" in page
+    rows = [line for line in markdown.splitlines() if line.startswith("| 1 |")]
+    if kappa is not None and kappa >= 0.5:
+        assert len(rows) == 1 and "DenseNet-121 x2 (demo)" in rows[0] and rows[0].endswith(f"| {kappa:.3f} |")
+    else:
+        assert rows == [] and "Left off: 1 " in page
     assert list((out / "cams").rglob("*.png"))
     # It ends by saying where each output is.
     tail = first[first.index("Its outputs:") :]
