@@ -2,18 +2,29 @@
 
 A bundle is a folder:
 
-    manifest.json   {"format": "mura-bundle", "version": 1,
+    manifest.json   {"format": "mura-bundle", "version": 2,
                      "architecture": "densenet169", "input_size": 224,
                      "normalization": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
                      "aggregation": "mean", "threshold": 0.5, "tta_hflip": false,
-                     "members": [{"file": "member-0.pt", "sha256": "...", "source": "...",
-                                  "val_loss": 0.31, "val_kappa": 0.72}, ...]}
+                     "members": [{"file": "member-0.pt", "sha256": "...",
+                                  "source": "member-0/best.pt: densenet169, seed 0, epoch 7, val loss 0.3100",
+                                  "val_loss": 0.31, "val_kappa": 0.72}, ...],
+                     "onnx": {"file": "ensemble.onnx", "sha256": "...", ...},
+                     "content_sha256": "..."}
     member-0.pt     a state dict (torch.save of model.state_dict()), loaded with weights_only=True
     member-1.pt     ...
 
 A study's probability is the mean (the only aggregation so far) of its views' probabilities over
 all members (and, with tta_hflip, over each view and its mirror image); the study is abnormal
 iff that probability > threshold -- the MURA paper's rule with its defaults.
+
+Each file's sha256 guards the weights; `content_sha256` (version 2) guards the manifest itself: it
+is the SHA-256 of the manifest's other fields (canonical JSON), so a hand-edited input size,
+threshold or member list is refused instead of silently changing the predictions (the weights do
+not record the input size they were trained at). To change them, rebuild with `mura bundle`
+(--threshold, --tta-hflip). A member's `source` says where it came from without the file
+system's paths: the run folder's name, its architecture and seed, the checkpoint's epoch and
+validation loss. Version 1 manifests (no content hash) are still read.
 
 `load_bundle` checks everything before a single image is read and raises BundleError naming the
 file and what is wrong: a participant's run must fail early and clearly, not halfway through.
@@ -32,9 +43,12 @@ from pathlib import Path
 
 from reference_model.architectures import ARCHITECTURES
 from reference_model.data import IMAGENET_MEAN, IMAGENET_STD
+from reference_model.outputs import OutputError, check_output_folder
+from scorer.files import file_sha256
 
 BUNDLE_FORMAT = "mura-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: content_sha256
+DIGEST_FIELD = "content_sha256"
 AGGREGATIONS = ("mean",)
 ONNX_FILE = "ensemble.onnx"
 
@@ -78,7 +92,19 @@ class Manifest:
         }
         if self.onnx is not None:
             data["onnx"] = self.onnx.__dict__
+        data[DIGEST_FIELD] = manifest_digest(data)
         return data
+
+
+def manifest_digest(data: dict) -> str:
+    """The SHA-256 of a manifest's fields other than content_sha256, as canonical JSON."""
+    content = {k: v for k, v in data.items() if k != DIGEST_FIELD}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    """manifest.json of `folder`, with its content hash: the one way a manifest is written."""
+    (Path(folder) / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
 
 
 @dataclass
@@ -90,14 +116,6 @@ class Bundle:
     @property
     def onnx_path(self) -> Path | None:
         return None if self.manifest.onnx is None else self.path / self.manifest.onnx.file
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -131,6 +149,13 @@ def read_manifest(path: str | Path) -> Manifest:
     if version > BUNDLE_VERSION:
         raise BundleError(
             f"{file} is bundle version {version}; this kit reads up to {BUNDLE_VERSION}: upgrade the kit"
+        )
+    if version >= 2 and data.get(DIGEST_FIELD) != manifest_digest(data):
+        what = "has no content_sha256" if DIGEST_FIELD not in data else "does not match its content_sha256"
+        raise BundleError(
+            f"{file} {what}: the manifest was edited after `mura bundle` wrote it, and a changed input "
+            "size, threshold or member list would silently change the predictions; rebuild the bundle "
+            "with `mura bundle` (it takes --threshold and --tta-hflip)"
         )
     arch = field("architecture", str, lambda v: v in ARCHITECTURES, "one of " + ", ".join(ARCHITECTURES))
     size = field("input_size", int, lambda v: 32 <= v <= 2048, "an integer from 32 to 2048")
@@ -169,7 +194,7 @@ def check_file(folder: Path, member: Member, what: str) -> Path:
     file = folder / member.file
     if not file.is_file():
         raise BundleError(f"bundle {folder}: {what} file {member.file} is missing")
-    actual = sha256_file(file)
+    actual = file_sha256(file)
     if actual != member.sha256:
         raise BundleError(
             f"bundle {folder}: {member.file} does not match its sha256 in manifest.json (expected "
@@ -191,7 +216,7 @@ def load_bundle(path: str | Path, device: str = "cpu", *, manifest: Manifest | N
     """The manifest and every member network, validated, in eval mode on `device`."""
     import torch
 
-    from reference_model.model import build_model
+    from reference_model.model import build_model, load_torch_file
 
     folder = Path(path)
     manifest = manifest or read_manifest(folder)
@@ -199,12 +224,7 @@ def load_bundle(path: str | Path, device: str = "cpu", *, manifest: Manifest | N
     models = []
     for member in manifest.members:
         file = folder / member.file
-        try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise BundleError(
-                f"bundle {folder}: {member.file} is not a loadable state dict ({str(exc)[:200]})"
-            ) from None
+        state = load_torch_file(file, "a member's weights (torch.save of model.state_dict())", BundleError)
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise BundleError(f"bundle {folder}: {member.file} should hold a state dict of tensors")
         model = build_model(manifest.architecture, pretrained=False)
@@ -246,12 +266,14 @@ def make_bundle(
 
     if not checkpoints:
         raise BundleError("no checkpoints given; pass one or more run folders or .pt files")
+    _check_out(Path(out), force)  # before reading gigabytes of checkpoints
     payloads = []
     for source in checkpoints:
         try:
-            payloads.append((str(source), load_checkpoint(source)))
+            payload = load_checkpoint(source)
         except TrainError as exc:
             raise BundleError(str(exc)) from None
+        payloads.append((describe_source(Path(source), payload), payload))
     shapes = {(p["config"]["arch"], p["config"]["image_size"]) for _, p in payloads}
     if len(shapes) > 1:
         listing = ", ".join(
@@ -261,6 +283,31 @@ def make_bundle(
     arch, size = shapes.pop()
     members = [(s, p["model"], p.get("val_loss"), p.get("val_kappa")) for s, p in payloads]
     return write_bundle(members, arch, size, out, threshold=threshold, tta_hflip=tta_hflip, force=force)
+
+
+def describe_source(path: Path, payload: dict) -> str:
+    """Where a member came from, without the file system's paths (a bundle is shared): the run
+    folder's name, its architecture and seed, the checkpoint's epoch and validation loss."""
+    file = path / "best.pt" if path.is_dir() else path
+    config = payload.get("config", {})
+    val_loss = payload.get("val_loss")
+    loss = f", val loss {val_loss:.4f}" if isinstance(val_loss, (int, float)) else ""
+    return (
+        f"{file.parent.name or '.'}/{file.name}: {config.get('arch')}, seed {config.get('seed')}, "
+        f"epoch {payload.get('epoch')}{loss}"
+    )
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """`out` can take a bundle: new, empty, or (with force) a bundle to replace; writable."""
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "manifest.json").is_file())):
+        raise BundleError(f"{out} exists and is not a bundle; choose another --out (nothing was written)")
+    if out.is_dir() and (out / "manifest.json").is_file() and not force:
+        raise BundleError(f"{out} already holds a bundle; pass --force to replace it")
+    try:
+        check_output_folder(out, "bundle", swapped_in=True)
+    except OutputError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def write_bundle(
@@ -279,21 +326,23 @@ def write_bundle(
     import torch
 
     out = Path(out)
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "manifest.json").is_file())):
-        raise BundleError(f"{out} exists and is not a bundle; choose another --out (nothing was written)")
-    if out.is_dir() and (out / "manifest.json").is_file() and not force:
-        raise BundleError(f"{out} already holds a bundle; pass --force to replace it")
+    _check_out(out, force)
     # Write into a temporary folder next to `out`, then swap it in: never half a bundle.
     parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    except OSError as exc:
+        raise BundleError(
+            f"cannot create the bundle {out} in {parent} ({exc.strerror}); choose another --out"
+        ) from None
     tmp.chmod(0o755)  # mkdtemp makes it private; a sandboxed non-root runner must read it
     try:
         written = []
         for i, (source, state, val_loss, val_kappa) in enumerate(members):
             file = tmp / f"member-{i}.pt"
             torch.save(state, file)
-            written.append(Member(file.name, sha256_file(file), source, val_loss, val_kappa))
+            written.append(Member(file.name, file_sha256(file), source, val_loss, val_kappa))
         manifest = Manifest(
             architecture,
             input_size,
@@ -306,7 +355,7 @@ def write_bundle(
         )
         if onnx:
             manifest = _with_onnx(manifest, tmp)
-        (tmp / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+        write_manifest(tmp, manifest)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -315,6 +364,10 @@ def write_bundle(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
+    except OSError as exc:  # a full disk or a folder that changed under us: nothing half-written
+        raise BundleError(
+            f"cannot write the bundle {out} ({exc.strerror or exc}); nothing was written"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
@@ -353,10 +406,12 @@ def _with_onnx(manifest: Manifest, folder: Path) -> Manifest:
             dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
             opset_version=17,
         )
-    return replace(manifest, onnx=Member(file.name, sha256_file(file), "export of the members"))
+    return replace(manifest, onnx=Member(file.name, file_sha256(file), "export of the members"))
 
 
 import click  # noqa: E402
+
+from reference_model.errors import UserError  # noqa: E402
 
 
 @click.command("bundle")
@@ -370,9 +425,9 @@ import click  # noqa: E402
 def command(checkpoints: tuple[Path, ...], out: Path, threshold: float, tta_hflip: bool, force: bool) -> None:
     """Assemble an ensemble bundle from CHECKPOINTS (run folders or their best.pt)."""
     if not 0.0 <= threshold <= 1.0:
-        raise click.ClickException(f"--threshold must lie between 0 and 1, found {threshold}")
+        raise UserError(f"--threshold must lie between 0 and 1, found {threshold}")
     try:
         manifest = make_bundle(list(checkpoints), out, threshold=threshold, tta_hflip=tta_hflip, force=force)
     except BundleError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise UserError(str(exc)) from None
     click.echo(f"wrote {out}: {len(manifest.members)} x {manifest.architecture} at {manifest.input_size} px")

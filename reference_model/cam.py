@@ -96,6 +96,9 @@ def cam_study(study: str | Path, bundle: Bundle, out: str | Path) -> tuple[float
 
 import click  # noqa: E402
 
+from reference_model.errors import UserError  # noqa: E402
+from reference_model.outputs import OutputError, check_output_folder  # noqa: E402
+
 
 @click.command("cam")
 @click.argument("study", type=click.Path(path_type=Path))
@@ -106,12 +109,13 @@ import click  # noqa: E402
 def command(study: Path, bundle_path: Path, out: Path) -> None:
     """Class activation maps for each view of the STUDY folder, overlaid as PNGs in --out."""
     if not study.is_dir():
-        raise click.ClickException(
-            f"{study} is not a folder; expected a study folder holding image1.png, ..."
-        )
+        raise UserError(f"{study} is not a folder; expected a study folder holding image1.png, ...")
     try:
+        check_output_folder(out, "--out")  # before the bundle is loaded and the maps computed
         bundle = load_bundle(bundle_path)
         probability, written = cam_study(study, bundle, out)
-    except (BundleError, ImageError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (BundleError, ImageError, OutputError) as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:  # the disk filled up, or the folder changed under us
+        raise UserError(f"cannot write the maps to {out} ({exc.strerror or exc})") from None
     click.echo(f"study probability {probability:.3f}; wrote {len(written)} maps to {out}")

@@ -9,7 +9,7 @@ scorer.paths), so the model reads the files exactly as the scorer does.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Far more pixels than any radiograph (MURA's longest side is 512): refuse before decoding.
 MAX_PIXELS = 8192 * 8192
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 
 
 class DataError(Exception):
@@ -45,19 +46,36 @@ def index_path(root: Path, split: str, kind: str) -> Path:
     return Path(root) / "MURA-v1.1" / f"{split}_{kind}.csv"
 
 
-def read_image_paths(path: Path) -> list[str]:
-    """The image paths of an index file (`{split}_image_paths.csv` or a predict input.csv)."""
+def read_image_paths(path: Path, warn: Callable[[str], None] | None = None) -> list[str]:
+    """The image paths of an index file (`{split}_image_paths.csv` or a predict input.csv): one
+    path a line. Also read: a header line (its first field is not an image path: `image_path`,
+    `image_path,label`), and empty fields after a path (`path,` from a spreadsheet export; one
+    warning through `warn`). A line with a second value is refused: it is not an image list."""
     try:
         rows = read_rows(path, what="image index", participant=False)
     except ScoringError as exc:
         raise DataError(exc.message) from None
-    wrong = [row for row in rows if len(row.fields) != 1 or not row.fields[0]]
+    rows = [row for row in rows if any(row.fields)]  # `,,` is a spreadsheet's blank line
+    if rows and is_header(rows[0].fields[0]):
+        rows = rows[1:]
+    wrong = [row for row in rows if not row.fields[0] or any(row.fields[1:])]
     if wrong:
         raise DataError(
             f"image index {path}: expected one image path per line, found {len(wrong[0].fields)} fields on "
             f"line {wrong[0].line}{f' and {len(wrong) - 1} more lines' if len(wrong) > 1 else ''}"
         )
+    padded = [row for row in rows if len(row.fields) > 1]
+    if padded and warn is not None:
+        warn(
+            f"{path}: {len(padded)} lines end in empty comma-separated fields "
+            f"(first: line {padded[0].line}); read as one image path per line"
+        )
     return [row.fields[0] for row in rows]
+
+
+def is_header(first: str) -> bool:
+    """A header names a column; an image path has a folder and an image suffix."""
+    return "/" not in first and not first.lower().endswith(IMAGE_SUFFIXES)
 
 
 def read_split(root: str | Path, split: str, *, check_files: bool = True) -> list[ImageRecord]:
@@ -140,7 +158,8 @@ def sample_weights(records: Sequence[ImageRecord], weights: dict[str, tuple[floa
 
 def load_image(path: str | Path):
     """A radiograph as an 8-bit RGB PIL image, whatever the file holds (8- or 16-bit greyscale,
-    RGB, RGBA, palette, ...). Raises ImageError for anything that is not a readable image."""
+    float, RGB, RGBA, palette, ...). Raises ImageError for anything that is not a readable image
+    (a float image's NaN pixels read as 0; one with no finite pixel is unreadable)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -152,7 +171,7 @@ def load_image(path: str | Path):
                     f"{path} is {width}x{height} pixels, far larger than a radiograph; not decoded"
                 )
             image.load()  # decode now: truncated files fail here, not later
-            return _to_rgb(image)
+            return _to_rgb(image, path)
     except FileNotFoundError:
         raise ImageError(f"{path} does not exist") from None
     except UnidentifiedImageError:
@@ -164,12 +183,19 @@ def load_image(path: str | Path):
         raise ImageError(f"{path} cannot be decoded ({exc})") from None
 
 
-def _to_rgb(image):
+def _to_rgb(image, path: Path):
     from PIL import Image
 
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit or float greyscale: scale the used range into 8 bits.
+        # 16-bit or float greyscale: scale the used range into 8 bits. A float image's NaN or
+        # infinite pixels (no reading there) become 0, black, and do not stretch the range; an
+        # image with no finite pixel at all holds nothing to see: unreadable.
         array = np.asarray(image, dtype=np.float32)
+        finite = np.isfinite(array)
+        if not finite.all():
+            if not finite.any():
+                raise ImageError(f"{path} holds no finite pixel values (all NaN or infinite)")
+            array = np.where(finite, array, 0.0)
         top = float(array.max())
         array = array * (255.0 / top) if top > 255 else array
         image = Image.fromarray(array.clip(0, 255).astype(np.uint8))

@@ -34,13 +34,15 @@ from pathlib import Path
 import numpy as np
 
 from reference_model.bundle import BundleError, Manifest, read_manifest, verify_files
+from reference_model.cpus import available_cpus
 from reference_model.data import DataError, ImageError, load_image, read_image_paths
-from scorer.files import write_atomic
+from reference_model.outputs import OutputError, check_output_file
+from scorer.errors import examples
+from scorer.files import write_together
 from scorer.paths import study_of_image
 
 FALLBACK_LABEL = 0
 FALLBACK_PROBABILITY = 0.0
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 PRECISIONS = ("fp32", "bf16")
 # On the 2-core evaluation VM ONNX Runtime ran DenseNet-169 fastest at batch 16 (bench/README.md).
 BACKENDS = ("auto", "onnx", "torch")
@@ -83,35 +85,74 @@ def _count(n: int, one: str, many: str | None = None) -> str:
 # --- input ------------------------------------------------------------------------------------
 
 
-def read_input(path: str | Path, cwd: Path | None = None) -> tuple[list[str], list[Study]]:
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def read_input(
+    path: str | Path, cwd: Path | None = None, warn: Callable[[str], None] = _warn
+) -> tuple[list[str], list[Study]]:
     """The input's image paths and its studies in order of first appearance.
 
-    Accepts a header line, CRLF, blank lines, blanks around a path and absolute paths (written
-    relative to `cwd` when they lie under it, so the output keeps the contract's form)."""
-    cwd = (cwd or Path.cwd()).resolve()
+    Accepts a header line (also `image_path,label`), CRLF, blank lines, blanks around a path,
+    empty fields after it, and absolute paths: written relative to the working directory when
+    they lie under it (so the output keeps the contract's form), however the directory is
+    spelled -- $PWD through a symlink, or the resolved path; a path that has to stay absolute
+    gets a warning."""
     try:
-        paths = read_image_paths(Path(path))
+        paths = read_image_paths(Path(path), warn)
     except DataError as exc:
         raise PredictError(f"cannot read the input CSV: {exc}") from None
-    if paths and _is_header(paths[0]):
-        paths = paths[1:]
     if not paths:
         raise PredictError(
             f"input CSV {path} lists no images; expected one image path per line "
             "(e.g. MURA-v1.1/valid/XR_WRIST/patient11185/study1_positive/image1.png)"
         )
+    bases, real = _working_directories(cwd)
     studies: dict[str, Study] = {}
+    outside = []
     for i, image in enumerate(paths):
-        if os.path.isabs(image) and Path(image).is_relative_to(cwd):
-            paths[i] = image = str(Path(image).relative_to(cwd))  # outside cwd: kept absolute
+        if os.path.isabs(image):
+            relative = _relative_path(image, bases, real)
+            if relative is None:
+                outside.append(image)
+            else:
+                paths[i] = image = relative
         key = study_of_image(image)
         studies.setdefault(key, Study(key)).images.append(i)
+    if outside:
+        warn(
+            f"{len(outside)} absolute image paths are not under the working directory {real} "
+            f"({examples(outside, 2)}); their studies keep absolute paths in the output, where "
+            "the contract expects paths relative to it (MURA-v1.1/...)"
+        )
     return paths, list(studies.values())
 
 
-def _is_header(first: str) -> bool:
-    """A header names a column; an image path has a folder and an image suffix."""
-    return "/" not in first and not first.lower().endswith(IMAGE_SUFFIXES)
+def _working_directories(cwd: Path | None) -> tuple[list[Path], Path]:
+    """How an absolute path under the working directory may start (the shell's $PWD, which may
+    go through a symlink, when it names the same folder; the given and the resolved path), and
+    the resolved path."""
+    here = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    real = Path(os.path.realpath(here))
+    bases = [Path(here), real]
+    pwd = os.environ.get("PWD", "")
+    try:
+        if os.path.isabs(pwd) and os.path.samefile(pwd, real):
+            bases.insert(0, Path(os.path.normpath(pwd)))
+    except OSError:
+        pass
+    return bases, real
+
+
+def _relative_path(image: str, bases: list[Path], real: Path) -> str | None:
+    """`image` relative to the working directory, or None when it does not lie under it."""
+    lexical = Path(os.path.normpath(image))
+    for base in bases:
+        if lexical.is_relative_to(base):
+            return str(lexical.relative_to(base))
+    resolved = Path(os.path.realpath(image))  # e.g. /link/MURA-v1.1/... with cwd /real
+    return str(resolved.relative_to(real)) if resolved.is_relative_to(real) else None
 
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -159,31 +200,6 @@ def batches(
 # --- engines ----------------------------------------------------------------------------------
 
 
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity, capped by a cgroup CPU quota (docker --cpus)."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except AttributeError:
-        count = os.cpu_count() or 1
-    quota = _cgroup_quota()
-    return max(1, min(count, quota) if quota else count)
-
-
-def _cgroup_quota() -> int | None:
-    """The CPU quota in whole CPUs (rounded up) from cgroup v2 or v1, or None without one."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-    except (OSError, ValueError):
-        try:
-            quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()
-            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
-        except OSError:
-            return None
-    if quota in ("max", "-1") or not quota.lstrip("-").isdigit() or not period.isdigit() or int(period) == 0:
-        return None
-    return max(1, -(-int(quota) // int(period)))
-
-
 def tune_malloc() -> None:
     """Keep freed memory in the process instead of returning it to the OS after every batch.
 
@@ -218,7 +234,33 @@ class OnnxEngine:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: its warnings are not the participant's business
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ONNX Runtime's own types (InvalidProtobuf, Fail, ...): one message
+            reason = " ".join(str(exc).split())[:160]
+            raise BundleError(
+                f"{path} cannot be loaded by ONNX Runtime ({reason}); the file is damaged or not this "
+                "kit's export; rebuild the bundle with `mura bundle`"
+            ) from None
+
+    def check(self, manifest: Manifest, path: Path) -> None:
+        """The graph takes the manifest's input size and returns one column per member: a
+        mismatch would fail on the first batch, or worse, give wrong columns."""
+        (images,), (probabilities,) = self.session.get_inputs(), self.session.get_outputs()
+        size, members = manifest.input_size, len(manifest.members)
+        shape = list(images.shape)
+        if shape[1:] != [3, size, size]:
+            found = f"{shape[2]}x{shape[3]} pixels" if len(shape) == 4 else f"input of shape {shape}"
+            raise BundleError(
+                f"{path} takes images of {found}, but manifest.json says input_size {size}; the "
+                "manifest was edited or the ONNX file comes from another bundle; rebuild the bundle "
+                "with `mura bundle`"
+            )
+        if probabilities.shape[-1] != members:
+            raise BundleError(
+                f"{path} returns {probabilities.shape[-1]} probabilities per image, but manifest.json "
+                f"lists {members} members; rebuild the bundle with `mura bundle`"
+            )
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         images = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
@@ -233,10 +275,13 @@ class TorchEngine:
         import torch
 
         from reference_model.bundle import load_bundle
-        from reference_model.model import EnsembleNet, select_device
+        from reference_model.model import EnsembleNet, ModelError, select_device
 
         self.torch = torch
-        self.device = select_device(device)
+        try:
+            self.device = select_device(device)
+        except ModelError as exc:
+            raise PredictError(str(exc)) from None
         if self.device.type == "cpu":
             tune_malloc()
         bundle = load_bundle(bundle_path, manifest=manifest)
@@ -287,7 +332,10 @@ def choose_engine(
     cpu_fp32 = precision == "fp32" and (device in (None, "cpu")) and not _cuda_available(device)
     if backend in ("auto", "onnx") and cpu_fp32 and manifest.onnx is not None and _has_onnxruntime():
         verify_files(bundle_path, manifest)
-        return OnnxEngine(bundle_path / manifest.onnx.file, threads)
+        path = bundle_path / manifest.onnx.file
+        engine = OnnxEngine(path, threads)
+        engine.check(manifest, path)
+        return engine
     if backend == "onnx":
         why = (
             "the bundle has no ensemble.onnx (rebuild it with `mura bundle`)"
@@ -339,21 +387,29 @@ def predict(
     warn: Callable[[str], None] | None = None,
 ) -> Summary:
     """Predict every study of `input_csv` into `output_csv` (`study_path/,0|1`, no header, in
-    order of first appearance) and, if asked, `probabilities` (`study_path/,p`). Both files are
-    written atomically, after everything else has succeeded."""
-    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
+    order of first appearance) and, if asked, `probabilities` (`study_path/,p`). The targets are
+    checked before any work; both files are written after everything else has succeeded, each
+    to a temporary file first, and renamed together: both or neither."""
+    warn = warn or _warn
     start = time.perf_counter()
     if batch_size is not None and batch_size < 1:
         raise PredictError(f"--batch-size must be at least 1, found {batch_size}")
+    targets = {Path(output_csv): "output file"}
+    if probabilities is not None:
+        if Path(probabilities).absolute() == Path(output_csv).absolute():
+            raise PredictError(f"--probabilities {probabilities} is the output file; choose another path")
+        targets[Path(probabilities)] = "probabilities file"
+    try:
+        for target, what in targets.items():
+            check_output_file(target, what)
+    except OutputError as exc:
+        raise PredictError(str(exc)) from None
     bundle_path = Path(bundle)
     try:
         manifest = read_manifest(bundle_path)
     except BundleError as exc:
         raise PredictError(f"broken bundle: {exc}") from None
-    images, studies = read_input(input_csv)
-    for target in (output_csv, probabilities):
-        if target is not None and Path(target).is_dir():
-            raise PredictError(f"output {target} is a folder; expected a file path to write")
+    images, studies = read_input(input_csv, warn=warn)
 
     cpus = available_cpus()
     try:
@@ -403,12 +459,15 @@ def predict(
             label = int(p > manifest.threshold)
         labels.append(f"{study.key},{label}\n")
         probs.append(f"{study.key},{p:.6f}\n")
-    for target in (output_csv, probabilities):
-        if target is not None:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(output_csv, "".join(labels))
-    if probabilities is not None:
-        write_atomic(probabilities, "".join(probs))
+    texts = dict(zip(targets, ("".join(labels), "".join(probs))))
+    try:
+        for target in texts:
+            target.parent.mkdir(parents=True, exist_ok=True)  # check_output_file allowed it
+        write_together(texts)
+    except OSError as exc:
+        raise PredictError(
+            f"cannot write {', '.join(map(str, texts))} ({exc.strerror or exc}); nothing was written"
+        ) from None
     return Summary(len(studies), len(images), unreadable, fallback, time.perf_counter() - start, engine.name)
 
 
@@ -480,8 +539,8 @@ def command(
 ) -> None:
     """Predict every study listed in INPUT_CSV (image paths) into OUTPUT_CSV (`study_path/,0|1`).
 
-    Exit codes: 0 an answer was written (bad images are warnings); 2 no answer: the input CSV
-    or the bundle cannot be used (nothing is written)."""
+    Exit codes: 0 an answer was written (bad images are warnings); 2 no answer: the input CSV,
+    the bundle, an option or an output path cannot be used (nothing is written)."""
     try:
         summary = predict(
             input_csv,

@@ -85,30 +85,67 @@ class EnsembleNet(nn.Module):
         return torch.sigmoid(torch.cat([member(images) for member in self.members], dim=1))
 
 
-def load_imagenet_weights(model: nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise ModelError(f"ImageNet weights file {path} does not exist")
+def load_torch_file(path: Path, expected: str, error: type[Exception] = ModelError):
+    """torch.load with weights_only=True (never unpickle code from a file), failing with the
+    kit's own one-line message: torch's advises loading with weights_only=False, which is
+    exactly what must not be done with a file from elsewhere."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or foreign file: say which, whatever torch raised
-        raise ModelError(f"cannot read ImageNet weights from {path}: {exc}") from None
-    state = {(_LEGACY_KEY.sub(r"\1\2", k)): v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ModelError(
-            f"{path} does not hold ImageNet weights for this architecture: {str(exc)[:300]}"
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise error(f"{path} does not exist; expected {expected}") from None
+    except IsADirectoryError:
+        raise error(f"{path} is a folder; expected {expected}") from None
+    except PermissionError as exc:
+        raise error(f"{path} cannot be read ({exc.strerror}); check its permissions") from None
+    except Exception:  # corrupt, truncated, not torch's format, or objects other than tensors
+        raise error(
+            f"{path} is not a PyTorch state-dict file (or holds objects other than tensors); "
+            f"expected {expected}"
         ) from None
 
 
+def load_imagenet_weights(model: nn.Module, path: Path) -> None:
+    state = load_torch_file(path, "ImageNet weights saved with torch.save (e.g. torchvision's densenet*.pth)")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path} does not hold a state dict of tensors; expected ImageNet weights")
+    state = {(_LEGACY_KEY.sub(r"\1\2", k)): v for k, v in state.items()}
+    expected = model.state_dict()
+    # torch fills in a missing num_batches_tracked (torchvision's published files have none).
+    missing = sorted(k for k in set(expected) - set(state) if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        example = (missing or unexpected or wrong)[0]
+        raise ModelError(
+            f"{path} does not hold ImageNet weights for this architecture: {len(missing)} weights "
+            f"missing, {len(unexpected)} unexpected, {len(wrong)} of the wrong shape (e.g. {example}); "
+            "pass the checkpoint of the architecture you train (--arch)"
+        )
+    model.load_state_dict(state)
+
+
 def select_device(requested: str | None = None) -> torch.device:
-    """The requested device, else CUDA when there is one, else the CPU."""
-    if requested:
+    """The requested device (`cpu`, `cuda` or `cuda:N`), else CUDA when there is one, else the
+    CPU. A typo or a GPU this machine does not have is a ModelError, not torch's RuntimeError."""
+    if not requested:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
         device = torch.device(requested)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ModelError(f"--device {requested} asked for CUDA, but no GPU is available here")
-        return device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ModelError(f"--device {requested!r} is not a device; expected cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(
+                f"--device {requested} asked for CUDA, but no GPU is available here; use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ModelError(
+                f"--device {requested}: this machine has {torch.cuda.device_count()} GPUs "
+                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
+    return device
 
 
 def autocast(device: torch.device):

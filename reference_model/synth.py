@@ -16,8 +16,10 @@ What it models:
 - seven study types, each drawn with its own bone layout; 1 to 11 views per study (mostly 2-4);
   longest side `image_size` (512, as in MURA), the other 40-100% of it; mostly 8-bit greyscale,
   a few RGB with equal channels;
-- patients disjoint across splits; a patient often has studies under several study types, so
-  `patientNNNNN/study1_positive` occurs under several types, as in the real data;
+- patients disjoint across splits, numbered as in MURA: train from patient00001, then valid,
+  then test, each split's ids right after the previous split's (MURA v1.1: train 1-11184,
+  valid 11185-11967, the hidden test after them); a patient often has studies under several
+  study types, so `patientNNNNN/study1_positive` occurs under several types, as in the real data;
 - findings a model can learn and a person can see: `hardware` (a bright metal plate with
   screws), `fracture` (a dark line through a bone), `other` (a dark lytic lesion) and the subtle
   `degenerative` (small bright spurs at a joint). Most views of an abnormal study show it;
@@ -43,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reference_model.cpus import available_cpus
+from reference_model.outputs import OutputError, check_output_folder
 from scorer.paths import STUDY_TYPES
 
 ROOT_NAME = "MURA-v1.1"
@@ -53,7 +57,9 @@ FINDING_SHARE = (0.35, 0.2, 0.25, 0.2)
 VIEW_COUNTS = np.arange(1, 12)
 VIEW_SHARE = np.array([7, 30, 33, 18, 6, 2.5, 1.5, 0.8, 0.6, 0.4, 0.2])
 FULL_SIZE = {"train": 13_457, "valid": 1_199, "test": 207}
-FIRST_PATIENT = {"train": 1, "valid": 11_185, "test": 11_500}  # disjoint ranges, as MURA's
+# Patient ids have five digits (`patient{NNNNN}`); a patient has one or more studies, so this
+# many studies in all always fit, whatever the draw.
+MAX_PATIENT = 99_999
 RADIOLOGISTS = 6
 GRAIN = 1  # +-1 grey-level noise: enough texture; more makes PNG encoding the bottleneck
 
@@ -87,6 +93,14 @@ class Options:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise SynthError(f"--{name.replace('_', '-')} must lie between 0 and 1, found {value}")
+        total = sum(self.studies(split) for split in SPLITS)
+        if total > MAX_PATIENT:
+            raise SynthError(
+                f"--train-studies {self.train_studies}, --valid-studies {self.valid_studies} and "
+                f"--test-studies {self.test_studies} make {total:,} studies; MURA's patient ids have five "
+                f"digits (patient00001 to patient{MAX_PATIENT:05d}) and a patient has one or more studies, "
+                f"so use at most {MAX_PATIENT:,} studies in all"
+            )
         if self.seed < 0:
             raise SynthError(f"--seed must be a non-negative integer, found {self.seed}")
         unknown = [f for f in self.findings if f not in FINDINGS]
@@ -145,12 +159,14 @@ class Summary:
 
 
 def plan(options: Options) -> list[Study]:
-    """Every study of every split, with its truth, label, views and per-image seeds."""
+    """Every study of every split, with its truth, label, views and per-image seeds. Patient
+    ids run on from split to split (train from 1, then valid, then test): disjoint, and never
+    more of them than studies, so Options.check's limit is all it takes to fit five digits."""
     rng = np.random.default_rng([options.seed, 0])
     studies: list[Study] = []
+    patient = 1
     for split_index, split in enumerate(SPLITS):
         wanted = options.studies(split)
-        patient = FIRST_PATIENT[split]
         made = 0
         while made < wanted:
             # A patient has studies under 1-3 study types (mostly one), and sometimes several
@@ -185,11 +201,6 @@ def plan(options: Options) -> list[Study]:
                     studies.append(study)
                     made += 1
             patient += 1
-        if patient >= FIRST_PATIENT.get(SPLITS[min(split_index + 1, 2)], 10**6) and split != "test":
-            raise SynthError(
-                f"--{split}-studies {wanted} needs more patient ids than MURA's numbering leaves "
-                f"before the next split; use at most {FULL_SIZE[split] * 2} studies"
-            )
     return studies
 
 
@@ -449,10 +460,16 @@ def generate(
                 f"{out} is not empty and was not made by `mura synth`; expected a new or empty "
                 "folder; choose another folder (nothing was written)"
             )
-        previous = json.loads(marker.read_text())
+        previous = _read_marker(marker)
+        if previous is None and not force:
+            raise SynthError(
+                f"{marker} cannot be read (not the JSON record `mura synth` writes: the tree may be "
+                "damaged or half-written); pass --force to generate the tree again, or choose another folder"
+            )
+        previous = previous or {}
         # Compare as JSON sees them: the marker stores tuples as lists.
         same = previous.get("options") == json.loads(json.dumps(asdict(options)))
-        if same and previous.get("complete"):
+        if same and previous.get("complete") and {"studies", "images", "abnormal"} <= set(previous):
             return Summary(
                 out, previous["studies"], previous["images"], previous["abnormal"], 0.0, reused=True
             )
@@ -464,12 +481,16 @@ def generate(
             )
         shutil.rmtree(out / ROOT_NAME, ignore_errors=True)
         marker.unlink()
+    try:
+        check_output_folder(out, "output folder")
+    except OutputError as exc:
+        raise SynthError(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
     studies = plan(options)
     jobs = [(s, str(out), options.image_size, options.rgb_rate) for s in studies]
-    workers = workers or min(4, max(1, (_cpu_count())))
+    workers = workers or default_workers()
     results: list[list] = []
     done = 0
     total_images = sum(s.views for s in studies)
@@ -534,23 +555,31 @@ def _lines(path: Path, lines) -> None:
 
 def _diff(previous: dict, options: Options) -> str:
     now = json.loads(json.dumps(asdict(options)))
+    previous = previous if isinstance(previous, dict) else {}
     changed = [f"{k} {previous.get(k)} -> {v}" for k, v in now.items() if previous.get(k) != v]
     return ", ".join(changed) or "unknown"
 
 
-def _cpu_count() -> int:
-    import os
-
+def _read_marker(marker: Path) -> dict | None:
+    """The record of an earlier run, or None when it is not readable JSON of the right shape."""
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        record = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def default_workers() -> int:
+    """Writer processes: the CPUs this process may use (affinity and cgroup quota), at most 4."""
+    return min(4, available_cpus())
 
 
 # --- the command -----------------------------------------------------------------------------
 
 try:
     import click
+
+    from reference_model.errors import UserError
 except ImportError:  # pragma: no cover - click is a base dependency
     click = None
 
@@ -587,7 +616,9 @@ if click is not None:
         show_default=True,
         help="How often each test radiologist disagrees with the truth.",
     )
-    @click.option("--workers", type=int, default=None, help="Processes (default: the CPUs, at most 4).")
+    @click.option(
+        "--workers", type=int, default=None, help="Processes (default: the usable CPUs, at most 4)."
+    )
     @click.option("--force", is_flag=True, help="Replace an earlier synth tree made with other options.")
     def command(
         out: Path,
@@ -619,11 +650,11 @@ if click is not None:
             rater_error,
         )
         if workers is not None and workers < 1:
-            raise click.ClickException(f"--workers must be at least 1, found {workers}")
+            raise UserError(f"--workers must be at least 1, found {workers}")
         try:
             summary = generate(out, options, workers=workers, force=force, progress=sys.stderr.isatty())
         except SynthError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise UserError(str(exc)) from None
         total = sum(summary.images.values())
         if summary.reused:
             click.echo(f"{out}: reusing the synth tree already there ({total:,} images; same options)")

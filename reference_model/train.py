@@ -13,7 +13,11 @@ resume, written every epoch) and best.pt. Each epoch's shuffling and augmentatio
 
 Distributed: `torchrun --nproc_per_node N -m reference_model.train DATA --out RUN ...` runs
 DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 validates, logs and writes
-checkpoints; at the end the ranks compare a checksum of their weights.
+checkpoints; at the end the ranks compare a checksum of their weights. `--batch-size` is the
+global batch, as in the paper (8 images per optimiser step however many processes): each of N
+processes takes batch/N, and a batch that N does not divide is refused. The ranks agree on
+every check before training (a run folder that already holds a run, unreadable data, a bad
+option): all of them stop with the same message, none is left waiting for the others.
 """
 
 from __future__ import annotations
@@ -34,7 +38,15 @@ from torch import distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from reference_model.data import DataError, ImageError, MuraImages, loss_weights, read_split
-from reference_model.model import ModelError, autocast, build_model, check_architecture, select_device
+from reference_model.model import (
+    ModelError,
+    autocast,
+    build_model,
+    check_architecture,
+    load_torch_file,
+    select_device,
+)
+from reference_model.outputs import OutputError, check_output_folder
 from scorer.metrics import cohen_kappa, confusion_counts
 
 CHECKPOINT_FORMAT = "mura-checkpoint"
@@ -62,7 +74,8 @@ class TrainConfig:
     train_split: str = "train"
     valid_split: str = "valid"
 
-    def check(self) -> None:
+    def check(self, world: int = 1) -> None:
+        """Every option, before anything is read; `world` is the number of processes."""
         check_architecture(self.arch)
         for name in ("image_size", "epochs", "batch_size"):
             if getattr(self, name) < 1:
@@ -77,6 +90,17 @@ class TrainConfig:
             raise TrainError(f"--lr must be positive, found {self.lr}")
         if self.max_steps is not None and self.max_steps < 1:
             raise TrainError(f"--max-steps must be at least 1, found {self.max_steps}")
+        if self.workers is not None and self.workers < 0:
+            raise TrainError(
+                f"--workers must be 0 (load in the training process) or more, found {self.workers}"
+            )
+        if self.batch_size % world:
+            raise TrainError(
+                f"--batch-size {self.batch_size} is the global batch, split over the {world} processes; "
+                f"it must be a multiple of {world} (e.g. {world * max(1, self.batch_size // world)})"
+            )
+        if self.device is not None:
+            select_device(self.device)  # a typo or a missing GPU: ModelError now, not a traceback later
 
 
 # --- distributed plumbing --------------------------------------------------------------------
@@ -108,9 +132,12 @@ def start_process(config: TrainConfig) -> Process:
     return Process(dist.get_rank(), world, device)
 
 
-def weights_checksum(model: torch.nn.Module) -> str:
+def weights_checksum(model: torch.nn.Module, parameters_only: bool = False) -> str:
+    """SHA-256 of the state dict (parameters and batch-norm buffers) or of the parameters only
+    (what the optimiser changes; buffers change in any forward pass in training mode)."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    tensors = model.named_parameters() if parameters_only else model.state_dict().items()
+    for name, tensor in sorted(tensors, key=lambda item: item[0]):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
@@ -129,7 +156,8 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
 
 def train_epoch(
     model, loader, optimizer, scaler, process: Process, max_steps: int | None, desc: str
-) -> float:
+) -> tuple[float, int]:
+    """(sum of the per-image weighted losses, images) of this process's share of an epoch."""
     model.train()
     total, count = 0.0, 0
     steps = len(loader) if max_steps is None else min(max_steps, len(loader))
@@ -149,7 +177,7 @@ def train_epoch(
         scaler.update()
         total += loss.item() * labels.numel()
         count += labels.numel()
-    return total / max(count, 1)
+    return total, count
 
 
 @torch.no_grad()
@@ -195,10 +223,7 @@ def load_checkpoint(path: str | Path) -> dict:
         path = path / "best.pt"
     if not path.is_file():
         raise TrainError(f"checkpoint {path} does not exist; pass a run folder or its best.pt / last.pt")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TrainError(f"{path} is not a readable checkpoint ({str(exc)[:200]})") from None
+    payload = load_torch_file(path, "a checkpoint written by `mura train` (best.pt or last.pt)", TrainError)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise TrainError(f"{path} is not a checkpoint written by `mura train`")
     return payload
@@ -209,7 +234,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def train(config: TrainConfig, resume: bool = False) -> dict:
     """Train (or resume) a run; returns the last epoch's log record."""
-    config.check()
+    config.check(int(os.environ.get("WORLD_SIZE", "1")))
     out = Path(config.out)
     process = start_process(config)
     try:
@@ -219,41 +244,70 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, out: Path, process: Process, resume: bool) -> dict:
-    train_records = read_split(config.data, config.train_split)
-    valid_records = read_split(config.data, config.valid_split)
-    weights = loss_weights(train_records)
-
-    torch.manual_seed(config.seed)  # the same initial weights on every rank and every rerun
-    model = build_model(config.arch, config.pretrained or True).to(process.device)
-    if process.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=0.1, patience=config.plateau_patience
-    )
-    fp16 = process.device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
-    start_epoch, best = 1, math.inf
-    if resume:
-        state = load_checkpoint(out / "last.pt")
-        saved = state["config"]
-        for key in ("arch", "image_size"):
-            if saved[key] != getattr(config, key):
-                raise TrainError(
-                    f"--resume: the run in {out} used {key}={saved[key]}, not {getattr(config, key)}"
-                )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, best = state["epoch"] + 1, state["best_val_loss"]
-        if start_epoch > config.epochs:
-            raise TrainError(
-                f"--resume: the run in {out} has done all {state['epoch']} epochs; raise --epochs"
-            )
-    elif process.main and (out / "last.pt").exists():
+def _check_run_folder(out: Path, resume: bool) -> None:
+    try:
+        check_output_folder(out, "--out")
+    except OutputError as exc:
+        raise TrainError(str(exc)) from None
+    if not resume and (out / "last.pt").exists():
         raise TrainError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+
+
+def _agree(process: Process, failure: Exception | None) -> None:
+    """Stop every rank when any rank failed its checks: a rank that stopped alone would leave
+    the others waiting in DistributedDataParallel's first collective."""
+    if process.world > 1:
+        messages: list[str | None] = [None] * process.world
+        dist.all_gather_object(messages, None if failure is None else str(failure))
+        failed = [m for m in messages if m is not None]
+        if failed and failure is None:
+            raise TrainError(failed[0])
+    if failure is not None:
+        raise failure
+
+
+def _train(config: TrainConfig, out: Path, process: Process, resume: bool) -> dict:
+    failure: Exception | None = None
+    try:  # every check before the first collective; _agree then stops all ranks or none
+        if process.main:
+            _check_run_folder(out, resume)
+        train_records = read_split(config.data, config.train_split)
+        valid_records = read_split(config.data, config.valid_split)
+        weights = loss_weights(train_records)
+
+        torch.manual_seed(config.seed)  # the same initial weights on every rank and every rerun
+        model = build_model(config.arch, config.pretrained or True).to(process.device)
+        if process.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=0.1, patience=config.plateau_patience
+        )
+        fp16 = process.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        start_epoch, best = 1, math.inf
+        if resume:
+            state = load_checkpoint(out / "last.pt")
+            saved = state["config"]
+            for key in ("arch", "image_size"):
+                if saved[key] != getattr(config, key):
+                    raise TrainError(
+                        f"--resume: the run in {out} used {key}={saved[key]}, not {getattr(config, key)}"
+                    )
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            start_epoch, best = state["epoch"] + 1, state["best_val_loss"]
+            if start_epoch > config.epochs:
+                raise TrainError(
+                    f"--resume: the run in {out} has done all {state['epoch']} epochs; raise --epochs"
+                )
+    except (TrainError, DataError, ModelError, ImageError) as exc:
+        failure = exc
+    _agree(process, failure)
+    start_parameters = weights_checksum(model, parameters_only=True)
+    per_process = config.batch_size // process.world  # the global batch, split (check() made it exact)
 
     net = model
     if process.world > 1:
@@ -292,17 +346,22 @@ def _train(config: TrainConfig, out: Path, process: Process, resume: bool) -> di
             sampler.set_epoch(epoch)
         loader = DataLoader(
             train_set,
-            batch_size=config.batch_size,
+            batch_size=per_process,
             shuffle=sampler is None,
             sampler=sampler,
             num_workers=workers,
             generator=generator,
-            drop_last=len(train_set) > config.batch_size,
+            drop_last=len(train_set) // process.world > per_process,  # no batch of one for batch norm
             pin_memory=process.device.type == "cuda",
         )
-        train_loss = train_epoch(
+        loss_sum, images = train_epoch(
             net, loader, optimizer, scaler, process, config.max_steps, f"epoch {epoch}/{config.epochs}"
         )
+        if process.world > 1:  # the epoch's loss and image count over all ranks
+            totals = torch.tensor([loss_sum, images], dtype=torch.float64)
+            dist.all_reduce(totals)
+            loss_sum, images = float(totals[0]), int(totals[1])
+        train_loss = loss_sum / max(images, 1)
         if process.world > 1:
             # Batch-norm statistics are updated from each rank's own batches: take rank 0's, so
             # every rank holds the model that rank 0 validates and saves.
@@ -323,6 +382,7 @@ def _train(config: TrainConfig, out: Path, process: Process, resume: bool) -> di
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
+            "train_images": images,
             "val_loss": val_loss,
             "val_kappa": val_kappa,
             "lr": lr,
@@ -369,9 +429,14 @@ def _train(config: TrainConfig, out: Path, process: Process, resume: bool) -> di
         agree = len(set(sums)) == 1
         if process.main:
             with (out / "log.jsonl").open("a") as log:
-                log.write(
-                    json.dumps({"ranks": process.world, "weights_sha256": sums, "ranks_agree": agree}) + "\n"
-                )
+                summary = {
+                    "ranks": process.world,
+                    "weights_sha256": sums,
+                    "ranks_agree": agree,
+                    "start_parameters_sha256": start_parameters,
+                    "parameters_sha256": weights_checksum(model, parameters_only=True),
+                }
+                log.write(json.dumps(summary) + "\n")
         if not agree:
             raise TrainError(f"the {process.world} ranks ended with different weights: {sums}")
     return record
@@ -380,6 +445,8 @@ def _train(config: TrainConfig, out: Path, process: Process, resume: bool) -> di
 # --- the command -----------------------------------------------------------------------------
 
 import click  # noqa: E402
+
+from reference_model.errors import UserError  # noqa: E402
 
 
 def _options(function):
@@ -395,7 +462,13 @@ def _options(function):
         ),
         click.option("--image-size", type=int, default=defaults["image_size"], show_default=True),
         click.option("--epochs", type=int, default=defaults["epochs"], show_default=True),
-        click.option("--batch-size", type=int, default=defaults["batch_size"], show_default=True),
+        click.option(
+            "--batch-size",
+            type=int,
+            default=defaults["batch_size"],
+            show_default=True,
+            help="The global batch (the paper's 8); on torchrun each of N processes takes batch/N.",
+        ),
         click.option("--lr", type=float, default=defaults["lr"], show_default=True),
         click.option(
             "--plateau-patience",
@@ -433,7 +506,7 @@ def command(data: Path, out: Path, resume: bool, **options) -> None:
     try:
         record = train(config, resume=resume)
     except (TrainError, DataError, ModelError, ImageError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise UserError(str(exc)) from None
     if record:
         click.echo(f"done: {out} (best checkpoint {out / 'best.pt'}; per-epoch log {out / 'log.jsonl'})")
 

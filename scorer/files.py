@@ -52,19 +52,32 @@ def write_atomic(path: str | Path, text: str) -> None:
     the old file or the whole new one, never half of it; concurrent writers never share a
     temporary file. The file gets the mode a plain open(path, "w") would give it: the replaced
     file's, or 0o666 less the umask (mkstemp alone makes it 0o600)."""
-    path = Path(path)
+    write_together({Path(path): text})
+
+
+def write_together(files: dict[Path, str]) -> None:
+    """write_atomic for several files that belong together (predict's labels and
+    probabilities): every one is written to a temporary file beside its target and synced
+    before the first rename, so a failure on the second leaves the first untouched. A kill
+    between two renames (microseconds) is the one window in which only some are replaced."""
+    temps: list[str] = []
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for path, text in files.items():
+            path = Path(path)
+            try:
+                mode = stat.S_IMODE(path.stat().st_mode)
+            except FileNotFoundError:
+                mode = 0o666 & ~_umask()
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temps.append(tmp)
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in zip(temps, files):
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in temps:
+            Path(tmp).unlink(missing_ok=True)
         raise

@@ -7,7 +7,8 @@ directory, as CodaLab runs it). The ensemble bundle defaults to `bundle/` beside
 (or MURA_PROBABILITIES) also writes each study's probability, for AUC. `--help` lists the rest.
 
 Exit codes: 0 an answer was written; 2 no answer (unreadable input CSV, broken bundle, bad
-option), with the reason on stderr and no output file. The work happens in
+option or device, an output path that cannot be written), with the reason on stderr and no
+output file (with --probabilities: both files or neither). The work happens in
 reference_model.infer, shared with `mura predict`.
 """
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import errno
 import os
 import shutil
 import signal
@@ -15,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_helpers import edit_manifest
 from PIL import Image
 
+from reference_model.bundle import read_manifest, write_manifest
 from reference_model.infer import PredictError, predict, read_input
+from scorer.files import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 PREDICT = ROOT / "submission" / "predict.py"
@@ -39,8 +42,12 @@ def data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    """Two randomly initialised DenseNet-121 members at 32 px, with their ONNX export."""
+def bundle(data, tmp_path_factory) -> Path:
+    """Two randomly initialised DenseNet-121 members at 32 px, with their ONNX export, and a
+    threshold between the two middle study probabilities of the test split: random heads put
+    every study near the same probability, so at 0.5 all studies could get the same label."""
+    import dataclasses
+
     import torch
 
     from reference_model.bundle import write_bundle
@@ -51,9 +58,21 @@ def bundle(tmp_path_factory) -> Path:
         (f"random-{i}", build_model("densenet121", pretrained=False).state_dict(), None, None)
         for i in range(2)
     ]
-    out = tmp_path_factory.mktemp("predict-bundle") / "bundle"
+    root = tmp_path_factory.mktemp("predict-bundle")
+    out = root / "bundle"
     write_bundle(members, "densenet121", 32, out)
-    # Random heads sit near 0.5; a threshold at the median makes both labels appear.
+    (root / "input.csv").write_text("\n".join(image_lines(data)) + "\n")
+    cwd = os.getcwd()
+    os.chdir(data)
+    try:
+        predict(root / "input.csv", root / "o.csv", out, probabilities=root / "p.csv", progress=False)
+    finally:
+        os.chdir(cwd)
+    probs = sorted(float(p) for _, p in rows(root / "p.csv"))
+    middle = len(probs) // 2
+    write_manifest(
+        out, dataclasses.replace(read_manifest(out), threshold=(probs[middle - 1] + probs[middle]) / 2)
+    )
     return out
 
 
@@ -117,11 +136,13 @@ def test_the_contract_format_order_and_probabilities(data, bundle, reference, tm
     out = rows(tmp_path / "output.csv")
     assert [s for s, _ in out] == expected_studies(shuffled)
     assert all(s.endswith("/") and label in ("0", "1") for s, label in out)
+    assert {label for _, label in out} == {"0", "1"}  # the fixture's threshold splits the studies
     assert not (tmp_path / "output.csv").read_text().startswith("study")  # no header
     probs = dict(rows(tmp_path / "probs.csv"))
     assert list(probs) == [s for s, _ in out]
+    threshold = read_manifest(bundle).threshold
     for study, label in out:
-        assert int(label) == int(float(probs[study]) > 0.5)
+        assert int(label) == int(float(probs[study]) > threshold)
         assert float(probs[study]) == pytest.approx(reference[study], abs=1e-6)
     assert "predicted 24 studies from" in proc.stderr and "images/s" in proc.stderr
 
@@ -256,13 +277,33 @@ def test_bad_images_are_warnings_and_every_study_gets_a_row(data, bundle, refere
         ("bad manifest", "not valid JSON"),
         ("changed member", "does not match its sha256"),
         ("changed onnx", "does not match its sha256"),
+        # A hand-edited manifest: ONNX Runtime used to fail on the first batch, torch to run at
+        # the wrong size without a word.
+        ("edited input size", "the manifest was edited after `mura bundle` wrote it"),
+        ("edited input size, torch", "the manifest was edited after `mura bundle` wrote it"),
+        ("onnx of another input size", "takes images of 32x32 pixels, but manifest.json says input_size 64"),
+        ("onnx of another member count", "returns 2 probabilities per image"),
+        ("corrupt onnx, matching sha", "cannot be loaded by ONNX Runtime"),
+        ("device typo", "--device 'banana' is not a device"),
+        ("device cuda without a gpu", "no GPU is available here"),
+        ("output in /proc", "cannot write output file /proc/out.csv"),
+        ("probabilities in /proc", "cannot write probabilities file /proc/p.csv"),
+        ("output is a folder", "is a folder; expected a file path"),
+        ("output under a file", "is a file, not a folder"),
     ],
 )
-def test_unusable_input_or_bundle_is_exit_2_and_no_output(data, bundle, tmp_path, case, message):
+def test_unusable_input_bundle_option_or_output_is_exit_2_and_no_output(
+    data, bundle, tmp_path, case, message
+):
+    import torch
+
+    if case == "device cuda without a gpu" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
     inp = tmp_path / "input.csv"
     inp.write_text("\n".join(image_lines(data)[:5]) + "\n")
     b = tmp_path / "bundle"
     shutil.copytree(bundle, b)
+    out, extra = tmp_path / "output.csv", []
     if case == "no input":
         inp.unlink()
     elif case == "empty input":
@@ -276,46 +317,135 @@ def test_unusable_input_or_bundle_is_exit_2_and_no_output(data, bundle, tmp_path
     elif case == "changed member":
         with (b / "member-1.pt").open("ab") as f:
             f.write(b"x")
-    else:
+    elif case == "changed onnx":
         with (b / "ensemble.onnx").open("ab") as f:
             f.write(b"x")
-    out = tmp_path / "output.csv"
-    proc = run([inp, out, "--bundle", b], cwd=data)
+    elif case.startswith("edited input size"):
+        edit_manifest(b, lambda m: m.update(input_size=64), reseal=False)
+        extra = ["--backend", "torch"] if case.endswith("torch") else []
+    elif case == "onnx of another input size":  # a consistent manifest that does not fit the graph
+        edit_manifest(b, lambda m: m.update(input_size=64))
+    elif case == "onnx of another member count":
+        edit_manifest(b, lambda m: m.update(members=m["members"][:1]))
+    elif case == "corrupt onnx, matching sha":
+        (b / "ensemble.onnx").write_bytes(b"\x08\x07 not a protobuf" * 100)
+        edit_manifest(b, lambda m: m["onnx"].update(sha256=file_sha256(b / "ensemble.onnx")))
+    elif case == "device typo":
+        extra = ["--device", "banana"]
+    elif case == "device cuda without a gpu":
+        extra = ["--device", "cuda"]
+    elif case == "output in /proc":
+        out = Path("/proc/out.csv")
+    elif case == "probabilities in /proc":
+        extra = ["--probabilities", "/proc/p.csv"]  # output.csv alone would be half the answer
+    elif case == "output is a folder":
+        out.mkdir()
+    else:
+        (tmp_path / "file").write_text("")
+        out = tmp_path / "file" / "output.csv"
+    proc = run([inp, out, "--bundle", b, *extra], cwd=data)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1  # one line
-    assert not out.exists()
+    assert not out.is_file() and not (tmp_path / "output.csv").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
 
 
 def test_a_killed_run_leaves_no_output_and_an_old_output_survives_a_failure(data, bundle, tmp_path):
-    # Long enough to be mid-run when killed.
-    (tmp_path / "input.csv").write_text("\n".join(image_lines(data) * 40) + "\n")
-    out = tmp_path / "output.csv"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(PREDICT),
-            str(tmp_path / "input.csv"),
-            str(out),
-            "--bundle",
-            str(bundle),
-            "--backend",
-            "torch",
-        ],
-        cwd=data,
-        env=ENV,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(8)
-    assert proc.poll() is None, "the run ended before it could be killed; make the input longer"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not out.exists()
+    # A named pipe among the images: the run blocks when it opens it, after decoding the images
+    # before it. Once the test's end of the pipe opens, the run is certainly mid-run: no sleep.
+    lines = image_lines(data)
+    pipe = tmp_path / "MURA-v1.1/test/XR_HAND/patient99999/study1_negative/image1.png"
+    pipe.parent.mkdir(parents=True)
+    os.mkfifo(pipe)
+    (tmp_path / "input.csv").write_text("\n".join([*lines[:40], str(pipe), *lines[40:]]) + "\n")
+    out, probs = tmp_path / "output.csv", tmp_path / "probs.csv"
+    args = [str(tmp_path / "input.csv"), str(out), "--bundle", str(bundle), "--probabilities", str(probs)]
+    proc = subprocess.Popen([sys.executable, str(PREDICT), *args], cwd=data, env=ENV, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300  # a bound for a run that never reaches the pipe, not a timing
+    try:
+        while True:
+            try:
+                writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until the run opens it
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the run never reached the named pipe"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        os.close(writer)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and not probs.exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
     # A failing run leaves an earlier output.csv as it was.
     out.write_text("earlier answer\n")
     proc = run([tmp_path / "input.csv", out, "--bundle", tmp_path / "nothing-here"], cwd=data)
     assert proc.returncode == 2 and out.read_text() == "earlier answer\n"
+
+
+def test_a_comma_header_and_trailing_commas_give_the_same_answer_with_one_warning(
+    data, bundle, reference, tmp_path
+):
+    lines = image_lines(data)
+    text = "image_path,label\n" + "".join(
+        f"{line},\n" if i % 2 else f"{line}\n" for i, line in enumerate(lines)
+    )
+    (tmp_path / "input.csv").write_text(text)
+    args = [
+        tmp_path / "input.csv",
+        tmp_path / "output.csv",
+        "--bundle",
+        bundle,
+        "--probabilities",
+        tmp_path / "p.csv",
+    ]
+    proc = run(args, cwd=data)
+    assert proc.returncode == 0, proc.stderr
+    probs = {s: float(p) for s, p in rows(tmp_path / "p.csv")}
+    assert list(probs) == list(reference)
+    assert max(abs(probs[s] - reference[s]) for s in probs) < 1e-6
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert (
+        len(warnings) == 1 and f"{len(lines) // 2} lines end in empty comma-separated fields" in warnings[0]
+    )
+
+
+def test_absolute_paths_under_a_symlinked_working_directory_come_out_relative(data, tmp_path, monkeypatch):
+    lines = image_lines(data)[:3]
+    link = tmp_path / "link"
+    link.symlink_to(data)  # the working directory reached through a symlink
+    inp = tmp_path / "input.csv"
+    inp.write_text("".join(f"{link}/{line}\n" for line in lines))
+    monkeypatch.chdir(link)  # os.getcwd() is now the resolved path, `data`
+    warned: list[str] = []
+    for pwd in (str(link), None):  # the shell's $PWD through the link; without it the real paths decide
+        if pwd is None:
+            monkeypatch.delenv("PWD", raising=False)
+        else:
+            monkeypatch.setenv("PWD", pwd)
+        images, studies = read_input(inp, warn=warned.append)
+        assert images == lines and warned == []
+    # MURA-v1.1 itself a symlink to elsewhere: only $PWD's spelling shows the path lies under it.
+    work, alias = tmp_path / "work", tmp_path / "alias"
+    work.mkdir()
+    (work / "MURA-v1.1").symlink_to(data / "MURA-v1.1")
+    alias.symlink_to(work)
+    inp.write_text("".join(f"{alias}/{line}\n" for line in lines))
+    monkeypatch.chdir(alias)
+    monkeypatch.setenv("PWD", str(alias))
+    assert read_input(inp, warn=warned.append)[0] == lines and warned == []
+    # A path outside the working directory stays absolute, with one warning for all of them.
+    inp.write_text("/elsewhere/XR_HAND/p1/s1/image1.png\n/elsewhere/XR_HAND/p1/s2/image1.png\n")
+    images, studies = read_input(inp, warn=warned.append)
+    assert [s.key for s in studies] == ["/elsewhere/XR_HAND/p1/s1/", "/elsewhere/XR_HAND/p1/s2/"]
+    assert len(warned) == 1 and "2 absolute image paths are not under the working directory" in warned[0]
 
 
 def test_fp32_is_the_same_batched_or_one_image_at_a_time_on_both_backends(
@@ -358,9 +488,7 @@ def test_tta_hflip_averages_each_view_with_its_mirror_image(data, bundle, tmp_pa
     plain, mirror = (float(p) for _, p in rows(tmp_path / "p.csv"))
     tta = tmp_path / "tta"
     shutil.copytree(bundle, tta)
-    manifest = json.loads((tta / "manifest.json").read_text())
-    manifest["tta_hflip"] = True
-    (tta / "manifest.json").write_text(json.dumps(manifest))
+    edit_manifest(tta, lambda m: m.update(tta_hflip=True))
     predict("input.csv", "o.csv", tta, probabilities="p.csv", progress=False)
     both, _ = (float(p) for _, p in rows(tmp_path / "p.csv"))
     assert plain != mirror
@@ -376,7 +504,8 @@ def test_runs_from_another_directory_with_the_default_or_an_overridden_bundle(
     shutil.copytree(bundle, submission / "bundle")
     inp = tmp_path / "input.csv"
     inp.write_text("\n".join(image_lines(data)) + "\n")
-    expected = [(s, str(int(p > 0.5))) for s, p in reference.items()]
+    threshold = read_manifest(bundle).threshold
+    expected = [(s, str(int(p > threshold))) for s, p in reference.items()]
     # The default bundle is the one beside predict.py, wherever the working directory is.
     proc = subprocess.run(
         [sys.executable, str(submission / "predict.py"), str(inp), "out1.csv"],
@@ -443,3 +572,7 @@ def test_read_input_rejects_nothing_it_can_read_and_explains_what_it_cannot(tmp_
     (tmp_path / "b.csv").write_text("a,b\n")
     with pytest.raises(PredictError, match="expected one image path per line"):
         read_input(tmp_path / "b.csv")
+    # Empty fields after a path are read (one warning); a second value is not an image list.
+    (tmp_path / "c.csv").write_text("image_path,label\na/XR_HAND/p/s1/image1.png,1\n")
+    with pytest.raises(PredictError, match="expected one image path per line, found 2 fields on line 2"):
+        read_input(tmp_path / "c.csv")

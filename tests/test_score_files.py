@@ -1,11 +1,12 @@
-"""scorer.files.write_atomic: whole files, with the mode a plain write would give them."""
+"""scorer.files.write_atomic and write_together: whole files, with the mode a plain write would
+give them."""
 
 import os
 import stat
 
 import pytest
 
-from scorer.files import write_atomic
+from scorer.files import write_atomic, write_together
 
 
 @pytest.fixture
@@ -46,3 +47,18 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
         write_atomic(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_both_files_or_neither(tmp_path, umask_022):
+    """The second file failing (here: its folder cannot be made) leaves the first unwritten,
+    and an earlier first file as it was."""
+    (tmp_path / "output.csv").write_text("earlier answer\n")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError):
+        write_together({tmp_path / "output.csv": "new\n", tmp_path / "file" / "p.csv": "0.5\n"})
+    assert (tmp_path / "output.csv").read_text() == "earlier answer\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "output.csv"]
+    (tmp_path / "sub").mkdir()
+    write_together({tmp_path / "output.csv": "new\n", tmp_path / "sub" / "p.csv": "0.5\n"})
+    assert (tmp_path / "output.csv").read_text() == "new\n" and (tmp_path / "sub" / "p.csv").is_file()
+    assert stat.S_IMODE((tmp_path / "sub" / "p.csv").stat().st_mode) == 0o644  # not mkstemp's 0o600

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from reference_model.synth import ROOT_NAME, SPLITS, Options, SynthError, generate
+from reference_model import cpus, synth
+from reference_model.synth import FULL_SIZE, MARKER, ROOT_NAME, SPLITS, Options, SynthError, generate, plan
 from scorer.formats import read_gold, read_rows
 from scorer.paths import STUDY_TYPES, label_in_path, normalize_study, study_of_image, study_type
 
@@ -182,19 +183,89 @@ def mura_synth(*args) -> subprocess.CompletedProcess:
 def test_the_command_refuses_what_it_must_not_touch(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    # User errors exit 3 (the house rule; 1 is a bug): the old `!= 0` accepted a crash too.
     proc = mura_synth(tmp_path / "mine", "--train-studies", "5")
     assert (
-        proc.returncode != 0 and "not made by `mura synth`" in proc.stderr and "Traceback" not in proc.stderr
+        proc.returncode == 3 and "not made by `mura synth`" in proc.stderr and "Traceback" not in proc.stderr
     )
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
-    bad = [("--train-studies", "0"), ("--image-size", "8"), ("--rater-error", "2")]
+    bad = [("--train-studies", "0"), ("--image-size", "8"), ("--rater-error", "2"), ("--workers", "0"),
+           ("--train-studies", "100000")]  # fmt: skip
     for args, needle in ((b, b[0]) for b in bad):
         proc = mura_synth(tmp_path / "new", *args)
-        assert proc.returncode != 0 and needle in proc.stderr and "Traceback" not in proc.stderr
+        assert proc.returncode == 3 and needle in proc.stderr and "Traceback" not in proc.stderr
+        assert proc.stderr.count("\n") == 1 and not (tmp_path / "new").exists()
+    assert "use at most 99,999 studies" in proc.stderr
+    if Path("/proc/self").is_dir():  # a folder nobody can create files in, even root
+        proc = mura_synth("/proc/synth-tree", "--train-studies", "5")
+        assert proc.returncode == 3 and "cannot write output folder /proc/synth-tree" in proc.stderr
     proc = mura_synth(tmp_path / "ok", "--train-studies", "6", "--valid-studies", "2", "--test-studies", "2",
                       "--image-size", "32")  # fmt: skip
     assert proc.returncode == 0 and "images/s" in proc.stdout
+
+
+def test_the_full_size_plan_lays_patient_ids_out_from_the_split_sizes():
+    """`--full` (MURA's 13,457 / 1,199 / 207 studies) used to run out of valid patient ids: the
+    plan alone (no images) must fit, with each split's ids right after the previous split's."""
+    options = Options(**{f"{s}_studies": FULL_SIZE[s] for s in SPLITS}, image_size=32)
+    options.check()
+    studies = plan(options)
+    patients = {s: sorted({st.patient for st in studies if st.split == s}) for s in SPLITS}
+    assert Counter(st.split for st in studies) == FULL_SIZE
+    assert patients["train"][0] == 1
+    for split in SPLITS:  # contiguous ranges: no id skipped
+        assert patients[split] == list(range(patients[split][0], patients[split][-1] + 1))
+    assert patients["valid"][0] == patients["train"][-1] + 1
+    assert patients["test"][0] == patients["valid"][-1] + 1  # MURA's test patients follow valid's
+    assert patients["test"][-1] <= synth.MAX_PATIENT
+
+
+def test_the_patient_id_limit_in_the_message_is_one_that_fits(monkeypatch):
+    """The message's limit is the real capacity: that many studies always plan (a patient has
+    one or more studies), one more is refused before anything is written."""
+    monkeypatch.setattr(synth, "MAX_PATIENT", 300)
+    fits = Options(train_studies=200, valid_studies=60, test_studies=40, image_size=32)
+    fits.check()
+    assert max(s.patient for s in plan(fits)) <= 300
+    with pytest.raises(SynthError, match="use at most 300 studies in all"):
+        Options(train_studies=201, valid_studies=60, test_studies=40, image_size=32).check()
+
+
+def test_a_corrupt_marker_is_a_clear_error_and_force_replaces_the_tree(tmp_path):
+    options = Options(train_studies=4, valid_studies=2, test_studies=2, image_size=32)
+    generate(tmp_path, options, workers=1)
+    for broken in ("{half a record", "[1, 2]", "\xff\xfe"):
+        (tmp_path / MARKER).write_text(broken, encoding="latin-1")
+        with pytest.raises(SynthError, match=f"{MARKER} cannot be read.*--force"):
+            generate(tmp_path, options)
+    proc = mura_synth(tmp_path, "--train-studies", "4", "--valid-studies", "2", "--test-studies", "2",
+                      "--image-size", "32")  # fmt: skip
+    assert proc.returncode == 3 and "cannot be read" in proc.stderr and "Traceback" not in proc.stderr
+    summary = generate(tmp_path, options, force=True, workers=1)
+    assert not summary.reused and json.loads((tmp_path / MARKER).read_text())["complete"] is True
+
+
+def test_workers_follow_the_cgroup_cpu_quota(tmp_path, monkeypatch):
+    """synth's default workers and predict's threads come from one count, which honours a
+    `docker --cpus` quota (os.cpu_count() reports the host's CPUs)."""
+    monkeypatch.setattr(cpus, "CGROUP_V1", tmp_path / "no-v1")
+    monkeypatch.setattr(cpus, "CGROUP_V2", tmp_path / "cpu.max")
+    affinity = len(os.sched_getaffinity(0))
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cpus.cgroup_quota() is None and cpus.available_cpus() == affinity
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs: rounded up
+    assert cpus.cgroup_quota() == 2
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert cpus.available_cpus() == 1 and synth.default_workers() == 1
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "no-v1").mkdir()
+    (tmp_path / "no-v1" / "cpu.cfs_quota_us").write_text("300000\n")
+    (tmp_path / "no-v1" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpus.cgroup_quota() == 3
+    from reference_model import infer
+
+    assert infer.available_cpus is cpus.available_cpus  # one function for both
 
 
 @pytest.mark.real_data
