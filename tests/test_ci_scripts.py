@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER_DOWN = ROOT / ".ci" / "docker-down"
 
@@ -67,3 +69,30 @@ def test_the_ci_run_sets_its_trap_before_it_starts_an_engine_in_a_folder_of_its_
 
     assert first("mktemp -d") < first("trap ") < first(".ci/docker-up")
     assert first("export MURA_DOCKERD") < first(".ci/docker-up")
+
+
+def mounted(path: Path) -> bool:
+    return any(line.split()[1] == str(path) for line in Path("/proc/self/mounts").read_text().splitlines())
+
+
+def test_docker_down_unmounts_what_the_engine_left_mounted_in_its_folder(tmp_path):
+    """dockerd leaves exec/netns/default mounted after a clean stop; .ci/run then cannot remove
+    its state folder. docker-down unmounts it once the engine has gone."""
+    state = tmp_path / "state"
+    leftover = state / "exec" / "netns" / "default"
+    leftover.mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "none", str(leftover)], capture_output=True).returncode:
+        pytest.skip("mounting needs root")
+    engine = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)", "dockerd", "--pidfile", f"{state}/pid"]
+    )
+    try:
+        (state / "started-by-docker-up").write_text(f"{engine.pid}\n")
+        assert mounted(leftover)
+        assert docker_down(state).returncode == 0
+        assert not mounted(leftover)
+    finally:
+        if alive(engine):
+            engine.kill()
+            engine.wait()
+        subprocess.run(["umount", str(leftover)], capture_output=True)
