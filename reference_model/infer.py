@@ -288,7 +288,7 @@ class TorchEngine:
         net = EnsembleNet(bundle.models).eval().to(self.device, memory_format=torch.channels_last)
         self.dtype = torch.float32
         if precision == "bf16":
-            if self.device.type == "cpu" and not _cpu_has_bf16(torch):
+            if self.device.type == "cpu" and not cpu_has_bf16(torch):
                 raise PredictError(
                     "--precision bf16 needs a CPU with bfloat16 support (AVX512-BF16 or AMX); "
                     "this one has none; use --precision fp32"
@@ -315,7 +315,8 @@ class TorchEngine:
             return self.net(images).float().cpu().numpy()
 
 
-def _cpu_has_bf16(torch) -> bool:
+def cpu_has_bf16(torch) -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX)."""
     try:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
@@ -111,13 +110,15 @@ def test_json_holds_the_same_rows_as_numbers(board):
 
 
 class _Table(HTMLParser):
-    """The leaderboard table's header and rows (cell text), and the page's images."""
+    """The leaderboard table's header and rows (cell text), and the forest plot's SVG shapes."""
 
     def __init__(self) -> None:
         super().__init__()
         self.head: list[str] = []
         self.rows: list[list[str]] = []
-        self.images: list[dict] = []
+        self.svgs: list[dict] = []
+        self.squares: list[dict] = []
+        self.intervals: list[dict] = []
         self.links: list[str] = []
         self._cell: list[str] | None = None
         self._in_table = False
@@ -130,8 +131,12 @@ class _Table(HTMLParser):
             self.rows.append([])
         elif self._in_table and tag in ("td", "th"):
             self._cell = []
-        elif tag == "img":
-            self.images.append(attrs)
+        elif tag == "svg":
+            self.svgs.append(attrs)
+        elif tag == "rect" and attrs.get("class") == "kappa":
+            self.squares.append(attrs)
+        elif tag == "line" and attrs.get("class") == "interval":
+            self.intervals.append(attrs)
         elif tag == "a":
             self.links.append(attrs["href"])
 
@@ -163,9 +168,20 @@ def test_html_page_has_the_table_with_per_type_columns_and_the_forest_plot(board
     models = {cells[2] for cells in rows}
     assert "base-comb2-xuan-v3(ensemble) (jzhang Availink) http://example.org/a%7Cb" in models
     assert sorted(parsed.links) == ["http://example.org/a%7Cb", "https://www.rology.net"]
-    [image] = parsed.images
-    png = base64.b64decode(image["src"].removeprefix("data:image/png;base64,"))
-    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    # The forest plot: inline SVG (no image to fetch), a square per radiologist and top entry at
+    # its kappa, the interval's line around it; higher kappas further right.
+    [svg] = parsed.svgs
+    assert svg["role"] == "img" and svg["aria-label"].startswith("Forest plot")
+    drawn = [r.scores[:3] for r in board.radiologists] + [row.entry.scores[:3] for row in board.rows[:20]]
+    assert len(parsed.squares) == len(drawn) == len(parsed.intervals)
+    centres = [float(sq["x"]) + float(sq["width"]) / 2 for sq in parsed.squares]
+    # One linear kappa axis for every square and interval end (to the 0.1 px the SVG is written at).
+    (c0, s0), (c1, s1) = min(zip(centres, drawn)), max(zip(centres, drawn))
+    scale = (c1 - c0) / (s1[0] - s0[0])
+    for centre, line, (kappa, lower, upper) in zip(centres, parsed.intervals, drawn):
+        for position, value in ((centre, kappa), (float(line["x1"]), lower), (float(line["x2"]), upper)):
+            assert position == pytest.approx(c0 + scale * (value - s0[0]), abs=0.2)
+    assert to_html(board) == page  # the same board, the same bytes
     assert "1 with a kappa below 0.5" in page
 
 

@@ -546,9 +546,9 @@ def test_runs_from_another_directory_with_the_default_or_an_overridden_bundle(
 def test_bf16_stays_close_to_fp32(data, bundle, reference, tmp_path, monkeypatch):
     import torch
 
-    from reference_model.infer import _cpu_has_bf16
+    from reference_model.infer import cpu_has_bf16
 
-    if not _cpu_has_bf16(torch):
+    if not cpu_has_bf16(torch):
         pytest.skip("this CPU has no bfloat16 support")
     monkeypatch.chdir(data)
     inp = tmp_path / "input.csv"

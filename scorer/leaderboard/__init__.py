@@ -5,9 +5,9 @@ the way the MURA competition page did (SPEC §5).
 - schema   the tables, the schema version and the migrations from older versions
 - records  a `mura score --json` result or a failure, checked and turned into a row
 - rank     the board: which entries show, their order and rank, the radiologist row
-- render   Markdown, HTML, CSV and JSON; plot draws the HTML page's forest plot
+- render   Markdown, HTML, CSV and JSON; plot draws the HTML page's forest plot (inline SVG)
 - codalab  importing a CodaLab Worksheets competition dump
 - cli      `mura leaderboard add | render | import-codalab`
 
-Organisers' side: no torch, PIL or reference_model here; matplotlib only when drawing.
+Organisers' side: no torch, PIL, reference_model, numpy or matplotlib here.
 """

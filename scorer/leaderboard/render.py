@@ -4,7 +4,6 @@ forest plot), CSV and JSON (every column at full precision). The same board give
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
@@ -145,8 +144,8 @@ def to_json(board: Board) -> str:
 
 # --- HTML ---------------------------------------------------------------------------------------
 
-# No script, nothing fetched: the page's only image is embedded, its only style inline.
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+# No script, nothing fetched, no image: the forest plot is inline SVG, the only style inline.
+_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
 table { border-collapse: collapse; margin: 1rem 0; }
@@ -157,7 +156,7 @@ thead th { background: #f3f3f3; position: sticky; top: 0; }
 tr.radiologist td { background: #fbeeee; font-style: italic; }
 .rules, figcaption, .left-off { color: #555; max-width: 60rem; }
 figure { margin: 2rem 0; }
-img { max-width: 100%; height: auto; }
+svg { max-width: 100%; height: auto; }
 """
 
 
@@ -246,10 +245,9 @@ def plot_label(entry: Scored) -> str:
 
 
 def _figure(board: Board, top: int) -> str:
-    from scorer.leaderboard.plot import forest_png
+    from scorer.leaderboard.plot import forest_svg
 
     shown = min(top, len(board.rows))
-    png = base64.b64encode(forest_png(board, top, plot_label)).decode("ascii")
     alt = f"Forest plot: overall kappa with its interval for the top {shown} entries beside the radiologists"
     caption = (
         f"The top {shown} entries' overall kappa (square) with its interval (line), beside the radiologists "
@@ -257,7 +255,7 @@ def _figure(board: Board, top: int) -> str:
         "results, the 95% percentile bootstrap."
     )
     return (
-        f'<figure id="forest"><img alt="{html.escape(alt)}" src="data:image/png;base64,{png}">'
+        f'<figure id="forest">{forest_svg(board, top, plot_label, alt)}'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 
