@@ -214,9 +214,7 @@ def verify_files(folder: Path, manifest: Manifest) -> None:
 
 def load_bundle(path: str | Path, device: str = "cpu", *, manifest: Manifest | None = None) -> Bundle:
     """The manifest and every member network, validated, in eval mode on `device`."""
-    import torch
-
-    from reference_model.model import build_model, load_torch_file
+    from reference_model.model import build_model, is_state_dict, load_torch_file, state_dict_mismatch
 
     folder = Path(path)
     manifest = manifest or read_manifest(folder)
@@ -225,13 +223,10 @@ def load_bundle(path: str | Path, device: str = "cpu", *, manifest: Manifest | N
     for member in manifest.members:
         file = folder / member.file
         state = load_torch_file(file, "a member's weights (torch.save of model.state_dict())", BundleError)
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        if not is_state_dict(state):
             raise BundleError(f"bundle {folder}: {member.file} should hold a state dict of tensors")
         model = build_model(manifest.architecture, pretrained=False)
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+        missing, unexpected, wrong = state_dict_mismatch(model, state)
         if missing or unexpected or wrong:
             details = "; ".join(
                 part
@@ -239,7 +234,7 @@ def load_bundle(path: str | Path, device: str = "cpu", *, manifest: Manifest | N
                     f"missing {len(missing)} weights (e.g. {missing[0]})" if missing else "",
                     f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
                     f"{len(wrong)} of the wrong shape (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)} "
-                    f"instead of {tuple(expected[wrong[0]].shape)})"
+                    f"instead of {tuple(model.state_dict()[wrong[0]].shape)})"
                     if wrong
                     else "",
                 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -104,16 +105,32 @@ def load_torch_file(path: Path, expected: str, error: type[Exception] = ModelErr
         ) from None
 
 
-def load_imagenet_weights(model: nn.Module, path: Path) -> None:
-    state = load_torch_file(path, "ImageNet weights saved with torch.save (e.g. torchvision's densenet*.pth)")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{path} does not hold a state dict of tensors; expected ImageNet weights")
-    state = {(_LEGACY_KEY.sub(r"\1\2", k)): v for k, v in state.items()}
+def is_state_dict(state: object) -> bool:
+    """A dict of tensors, as torch.save(model.state_dict()) writes."""
+    return isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def state_dict_mismatch(
+    model: nn.Module, state: dict, optional: Callable[[str], bool] = lambda key: False
+) -> tuple[list[str], list[str], list[str]]:
+    """The (missing, unexpected, wrong-shape) keys of `state` against `model`'s; a missing key
+    that `optional` accepts does not count."""
     expected = model.state_dict()
-    # torch fills in a missing num_batches_tracked (torchvision's published files have none).
-    missing = sorted(k for k in set(expected) - set(state) if not k.endswith("num_batches_tracked"))
+    missing = sorted(k for k in set(expected) - set(state) if not optional(k))
     unexpected = sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    return missing, unexpected, wrong
+
+
+def load_imagenet_weights(model: nn.Module, path: Path) -> None:
+    state = load_torch_file(path, "ImageNet weights saved with torch.save (e.g. torchvision's densenet*.pth)")
+    if not is_state_dict(state):
+        raise ModelError(f"{path} does not hold a state dict of tensors; expected ImageNet weights")
+    state = {(_LEGACY_KEY.sub(r"\1\2", k)): v for k, v in state.items()}
+    # torch fills in a missing num_batches_tracked (torchvision's published files have none).
+    missing, unexpected, wrong = state_dict_mismatch(
+        model, state, optional=lambda key: key.endswith("num_batches_tracked")
+    )
     if missing or unexpected or wrong:
         example = (missing or unexpected or wrong)[0]
         raise ModelError(

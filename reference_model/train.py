@@ -117,8 +117,7 @@ class Process:
         return self.rank == 0
 
 
-def start_process(config: TrainConfig) -> Process:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def start_process(config: TrainConfig, world: int) -> Process:
     if world == 1:
         return Process(device=select_device(config.device))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -234,9 +233,10 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def train(config: TrainConfig, resume: bool = False) -> dict:
     """Train (or resume) a run; returns the last epoch's log record."""
-    config.check(int(os.environ.get("WORLD_SIZE", "1")))
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
+    config.check(world)
     out = Path(config.out)
-    process = start_process(config)
+    process = start_process(config, world)
     try:
         return _train(config, out, process, resume)
     finally:

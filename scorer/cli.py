@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from scorer.errors import HostError, ScoringError
-from scorer.files import write_atomic
+from scorer.files import write_together
 
 
 def fail(exc: ScoringError) -> None:
@@ -42,20 +42,13 @@ def check_targets(targets: Mapping[str, Path | None]) -> None:
 
 
 def write_outputs(files: Mapping[Path, Callable[[], str]]) -> None:
-    """Render every file, then write each whole (write_atomic). A failed write is a HostError,
-    and the files this call created before it are removed again."""
+    """Render every file, then write them all or none (write_together). A failed write is a
+    HostError."""
     texts = {path: render() for path, render in files.items()}
-    created: list[Path] = []
-    for path, text in texts.items():
-        existed = path.exists()
-        try:
-            write_atomic(path, text)
-        except OSError as exc:
-            for done in created:
-                done.unlink(missing_ok=True)
-            raise HostError(f"{path} cannot be written ({exc.strerror or exc})") from None
-        if not existed:
-            created.append(path)
+    try:
+        write_together(texts)
+    except OSError as exc:
+        raise HostError(f"{', '.join(map(str, texts))} cannot be written ({exc.strerror or exc})") from None
 
 
 @click.command()

@@ -23,7 +23,7 @@ import traceback
 from pathlib import Path
 
 from scorer.errors import HostError, ParticipantError, ScoringError, hide_labels
-from scorer.files import read_file, write_atomic
+from scorer.files import read_file, write_together
 
 GOLD_NAMES = ("test.csv", "gold.csv", "valid_labeled_studies.csv")
 PREDICTION_NAMES = ("output.csv", "predictions.csv")
@@ -131,11 +131,12 @@ def run(input_dir: Path, output_dir: Path) -> None:
         "scores.txt": "".join(f"{k}: {v}\n" for k, v in scores.items()),
         "detailed_results.html": report.participant_html(result),
     }
-    for name, text in texts.items():
-        try:
-            write_atomic(output_dir / name, text)
-        except OSError as exc:
-            raise HostError(f"OUTPUT {output_dir}: {name} cannot be written ({exc.strerror})") from None
+    try:
+        write_together({output_dir / name: text for name, text in texts.items()})
+    except OSError as exc:
+        raise HostError(
+            f"OUTPUT {output_dir}: {', '.join(texts)} cannot be written ({exc.strerror or exc})"
+        ) from None
 
 
 def host_line(exc: HostError) -> str:

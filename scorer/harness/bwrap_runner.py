@@ -54,6 +54,7 @@ from scorer.harness.sandbox import (
     Limits,
     LogCapture,
     RunOutcome,
+    stop_flags,
     wait_for_end,
 )
 
@@ -257,6 +258,14 @@ class BwrapRunner:
         start = time.monotonic()
         proc = None
         finished = False
+
+        def stop() -> None:
+            if groups is not None:
+                groups.kill_all()
+            if proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+
         try:
             proc = subprocess.Popen(
                 command,
@@ -269,13 +278,6 @@ class BwrapRunner:
             if read_end is not None:
                 os.close(read_end)
                 read_end = None
-
-            def stop() -> None:
-                if groups is not None:
-                    groups.kill_all()
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-
             capture = LogCapture(proc.stdout, limits.log_cap, limits.output_limit)
             stopped = wait_for_end(proc, limits, capture.flood, stop, output)
             # bwrap has exited; its sandbox's PID namespace goes with it. Make sure.
@@ -285,14 +287,11 @@ class BwrapRunner:
             code = proc.returncode
             if groups is not None and code == SETUP_FAILED and not log:
                 raise HostError("could not put the sandbox into its cgroups")
-            flooded = capture.flooded or stopped == "flood"
             outcome = RunOutcome(
                 self.name,
-                None if stopped or flooded else _exit_code(code),
+                None if stopped or capture.flooded else _exit_code(code),
                 time.monotonic() - start,
-                timed_out=stopped == "timeout" and not flooded,
-                flooded=flooded,
-                output_exceeded=stopped == "output" and not flooded,
+                **stop_flags(stopped, capture.flooded),
                 log=log,
                 log_bytes=capture.total,
                 leftovers=[f"process {pid}" for pid in sorted(leftovers)],
@@ -309,11 +308,8 @@ class BwrapRunner:
             if read_end is not None:
                 os.close(read_end)
             if not finished:  # an exception (a signal to the harness): end the run first
-                if groups is not None:
-                    groups.kill_all()
+                stop()
                 if proc is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
                 stop_strays(marker, uid)
             if groups is not None:

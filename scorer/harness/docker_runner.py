@@ -34,6 +34,7 @@ from scorer.harness.sandbox import (
     Limits,
     LogCapture,
     RunOutcome,
+    stop_flags,
     wait_for_end,
 )
 
@@ -155,18 +156,15 @@ class DockerRunner:
         if state and state.get("Error"):  # e.g. the image has no `timeout` or `python3`
             raise HostError(f"docker could not start the container: {state['Error']}")
         leftovers = _containers_named(name)
-        flooded = capture.flooded or stopped == "flood"
         oom = bool(state and state.get("OOMKilled"))
-        code = None if stopped or flooded else (int(state["ExitCode"]) if state else proc.returncode)
+        code = None if stopped or capture.flooded else (int(state["ExitCode"]) if state else proc.returncode)
         return RunOutcome(
             self.name,
             code,
             time.monotonic() - start,
-            timed_out=stopped == "timeout" and not flooded,
             out_of_memory=oom,
             hit_process_limit=refused > 0,
-            flooded=flooded,
-            output_exceeded=stopped == "output" and not flooded,
+            **stop_flags(stopped, capture.flooded),
             log=log,
             log_bytes=capture.total,
             leftovers=[f"container {name}"] if leftovers else [],

@@ -111,10 +111,7 @@ def evaluate(
             staged = anonymise(test_dir, table, sandbox / "data", private, seed)
             output = sandbox / "output"
             output.mkdir()
-            try:
-                verdict.outcome = runner.run(submission.folder.resolve(), staged.data, output, limits)
-            finally:
-                remove_tree(staged.data)
+            verdict.outcome = runner.run(submission.folder.resolve(), staged.data, output, limits)
             (out / "log.txt").write_bytes(verdict.outcome.log)
             if verdict.outcome.leftovers:
                 raise HostError(

@@ -96,6 +96,16 @@ class RunOutcome:
     sandbox: str = ""  # the run's container name or cgroup name, for the organiser's records
 
 
+def stop_flags(stopped: str | None, flooded: bool) -> dict[str, bool]:
+    """RunOutcome's flags for how a run was stopped (wait_for_end's reason): a flood of output
+    outranks the timeout or /output limit it may also have run into."""
+    return {
+        "timed_out": stopped == "timeout" and not flooded,
+        "flooded": flooded,
+        "output_exceeded": stopped == "output" and not flooded,
+    }
+
+
 class Runner(Protocol):
     name: str
 

@@ -122,7 +122,7 @@ class Store:
         ).fetchone()
         if row is not None:
             sid, submitted, *was = row
-            now = (r.model, r.institution, r.link)  # records.DETAILS order
+            now = tuple(getattr(r, name) for name in records.DETAILS)
             changes = {
                 name: (old, new)
                 for name, old, new in zip(records.DETAILS, was, now)
