@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EVALUATION = ROOT / "docker" / "evaluation.Dockerfile"
 SCORING = ROOT / "docker" / "scoring.Dockerfile"
+BASE_TORCH_CONSTRAINTS = ROOT / "docker" / "base_torch_constraints.py"
 
 
 def hadolint() -> str:
@@ -72,17 +74,46 @@ def test_the_build_context_holds_the_sources_and_never_the_data():
         "scorer",
         "reference_model",
         "docker/certs",
+        "docker/base_torch_constraints.py",
     }
     sources = [src for kind, value in instructions(EVALUATION) + instructions(SCORING) if kind == "COPY"
                for src in value.split()[:-1]]  # fmt: skip
     assert {src.rstrip("/") for src in sources} <= allowed
 
 
-@pytest.mark.parametrize("dockerfile", [EVALUATION, SCORING], ids=["evaluation", "scoring"])
-def test_the_images_install_the_kit_with_the_projects_pins(dockerfile):
+def pip_install(dockerfile: Path) -> str:
+    install = [value for kind, value in instructions(dockerfile) if kind == "RUN" and "pip install" in value]
+    assert len(install) == 1
+    return install[0]
+
+
+def test_the_images_install_the_kit_with_the_projects_pins():
     # As `make install` does (Makefile: pip install -c constraints.txt): the releases known to work.
-    steps = instructions(dockerfile)
-    assert any(kind == "COPY" and "constraints.txt" in value.split()[:-1] for kind, value in steps)
-    install = [value for kind, value in steps if kind == "RUN" and "pip install" in value]
-    assert len(install) == 1 and "-c /opt/mura-kit/constraints.txt" in install[0]
     assert "-c constraints.txt" in (ROOT / "Makefile").read_text()
+    for dockerfile in (EVALUATION, SCORING):
+        assert any(kind == "COPY" and "constraints.txt" in value.split()[:-1]
+                   for kind, value in instructions(dockerfile))  # fmt: skip
+    assert "-c /opt/mura-kit/constraints.txt" in pip_install(SCORING)
+    # The evaluation image: the pins as base_torch_constraints.py passes them on (a base's torch kept).
+    install = pip_install(EVALUATION)
+    made = "/opt/mura-kit/base_torch_constraints.py /opt/mura-kit/constraints.txt >/tmp/constraints.txt"
+    assert made in install and "-c /tmp/constraints.txt" in install
+
+
+def base_torch_constraints():
+    spec = importlib.util.spec_from_file_location("base_torch_constraints", BASE_TORCH_CONSTRAINTS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_base_with_torch_keeps_its_torch_family_and_the_other_pins_stay():
+    script = base_torch_constraints()
+    pins = ["# why", "torch==2.14.1", "TorchVision == 0.29.1", "numpy<3"]
+    assert script.constraints(pins, {}) == pins  # no torch in the base: the project's pins
+    base = {"torch": "2.5.1+cu124", "torchvision": "0.20.1+cu124"}
+    kept = ["# why", "numpy<3", "torch==2.5.1+cu124", "torchvision==0.20.1+cu124"]
+    assert script.constraints(pins, base) == kept
+    # torch without torchvision: torchvision is left to pip, which picks the one built for that torch.
+    assert script.constraints(pins, {"torch": "2.5.1"}) == ["# why", "numpy<3", "torch==2.5.1"]
+    assert script.installed_versions(("pytest", "no-such-distribution")) == {"pytest": pytest.__version__}
