@@ -3,6 +3,8 @@ version with its data, and a migration that cannot finish leaves the old store a
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sqlite3
 from pathlib import Path
@@ -158,6 +160,38 @@ def test_a_version_2_store_migrates_keeps_its_data_and_learns_where_each_score_c
         ("gonglinyuan", None, "codalab"),
         ("pwnme", None, "codalab"),
     ]
+
+
+def test_a_migrated_version_2_store_marks_imported_intervals_and_takes_anonymous_entries(tmp_path):
+    path = v1_store(tmp_path / "v2.sqlite", fixture=V2)
+    # Read-only first: brought up to date in memory, the file left at version 2.
+    proc = mura("leaderboard", "render", "--db", path, "--format", "csv")
+    assert proc.returncode == 0, proc.stderr
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (2,)
+    rows = {r["submitter"]: r for r in csv.DictReader(io.StringIO(proc.stdout)) if r["kind"] == "submission"}
+    assert {user: r["interval_source"] for user, r in rows.items()} == {
+        "turbobits": "kit",
+        "maxentropy": "kit",
+        "gonglinyuan": "codalab",
+    }
+    dump = tmp_path / "dump.json"
+    dump.write_text(json.dumps({"leaderboard": [{
+        "submission": {"user_name": None, "description": "", "created": 1536786503},
+        "scores": {"overall_mean": 0.7626373626373627},
+    }]}))  # fmt: skip
+    proc = mura("leaderboard", "import-codalab", dump, "--db", path)
+    assert proc.returncode == 0, proc.stderr
+    with open_store(path) as store:
+        assert store.query("SELECT submitter, source FROM submissions WHERE id = 6") == [(None, "codalab")]
+    conn = sqlite3.connect(path)
+    with pytest.raises(
+        sqlite3.IntegrityError, match="CHECK constraint failed"
+    ):  # only an import is anonymous
+        conn.execute(
+            "INSERT INTO submissions (identity, submitted, scored, status, source) "
+            "VALUES ('x', '2018-01-01T00:00:00Z', '2018-01-01T00:00:00Z', 'scored', 'kit')"
+        )
+    conn.close()
 
 
 def test_the_rebuild_refuses_to_run_with_foreign_keys_on(tmp_path):
