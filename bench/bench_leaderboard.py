@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from scorer import example_data, report  # noqa: E402
 from scorer.leaderboard import rank, records, schema  # noqa: E402
 from scorer.leaderboard.render import FORMATS, RENDERERS  # noqa: E402
-from scorer.leaderboard.store import open_store  # noqa: E402
+from scorer.leaderboard.store import BOARD_COLUMNS, open_store  # noqa: E402
 from scorer.pipeline import score_files  # noqa: E402
 from scorer.settings import Settings  # noqa: E402
 
@@ -104,14 +104,9 @@ def naive_render(db: Path, fmt: str) -> str:
     """A query per entry: the ranked ids first, then each row on its own."""
     with open_store(db, read_only=True) as store:
         ids = store.query("SELECT id FROM submissions WHERE status = 'scored' ORDER BY id")
-        columns = ", ".join(schema.SCORE_COLUMNS)
         entries = []
         for (sid,) in ids:
-            [row] = store.query(
-                f"SELECT id, submitter, model, institution, link, submitted, {columns}, content_sha256 "
-                "FROM submissions WHERE id = ?",
-                (sid,),
-            )
+            [row] = store.query(f"SELECT {BOARD_COLUMNS} FROM submissions WHERE id = ?", (sid,))
             entries.append(rank.Scored.from_row(row))
         baselines = store.best_radiologists()
     rows, left_off = rank.rank(entries)

@@ -108,6 +108,20 @@ def test_keep_all_best_or_latest():
         rank.rank(entries, keep="first")
 
 
+def test_anonymous_entries_are_never_taken_for_one_submitter():
+    # CodaLab entries without a user name: nothing says two are the same person's.
+    anonymous = [
+        Scored(1, None, None, None, None, "2018-07-01T00:00:00Z", (0.76,) + (None,) * 23),
+        Scored(2, None, None, None, None, "2018-08-01T00:00:00Z", (0.66,) + (None,) * 23),
+        entry(3, 0.7, "2018-09-01", "he_j"),  # his latest
+        entry(4, 0.8, submitter="he_j"),
+    ]
+    for keep in ("best", "latest"):
+        rows, left = rank.rank(anonymous, keep=keep)
+        assert sorted(row.entry.id for row in rows) == [1, 2, 4 if keep == "best" else 3], keep
+        assert left == {"not_kept": 1}
+
+
 # --- the board of a real store ------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 import pytest
 from leaderboard_helpers import mura, score_result
 
-from scorer.leaderboard import rank
+from scorer.leaderboard import codalab, rank
 from scorer.leaderboard.render import display_date, to_csv, to_html, to_json, to_markdown
 from scorer.leaderboard.schema import SCORE_COLUMNS
 from scorer.leaderboard.store import Entry, open_store
@@ -98,7 +98,7 @@ def test_csv_has_every_column_at_full_precision(board, store_path):
 
 def test_json_holds_the_same_rows_as_numbers(board):
     document = json.loads(to_json(board))
-    assert document["format"] == "mura-kit leaderboard v1"
+    assert document["format"] == "mura-kit leaderboard v2"
     assert (document["threshold"], document["keep"]) == (0.5, "all")
     assert document["left_off"] == {"below_threshold": 1}
     assert document["radiologist"]["kappa"] == board.radiologist.kappa
@@ -329,3 +329,80 @@ def test_html_shows_special_characters_as_text(hostile_board):
     assert "+cmd|' /C calc'!A0 (-2+3)" in models
     assert "<script>" not in page
     assert all(len(cells) == 12 for cells in rows)
+
+
+@pytest.fixture(scope="module")
+def mixed_board(tmp_path_factory):
+    """A `mura score` result beside two entries imported from CodaLab: one with the official
+    script's narrow interval and a note after its institution, one anonymous."""
+    folder = tmp_path_factory.mktemp("mixed")
+    result = score_result(folder, 0.9, seed=5)
+    dump = {"leaderboard": [
+        {"submission": {"user_name": "turbobits", "description": "xuan (Availink) =1+1 | *v3*",
+                        "created": 1543607292},
+         "scores": {"overall_mean": 0.99, "overall_lower": 0.9872, "overall_upper": 0.9928,
+                    "wrist_mean": 0.95, "wrist_lower": 0.94, "wrist_upper": 0.96}},
+        {"submission": {"user_name": None, "description": "", "created": 1536786503},
+         "scores": {"overall_mean": 0.98, "overall_lower": 0.978, "overall_upper": 0.982}},
+    ]}  # fmt: skip
+    path = folder / "dump.json"
+    path.write_text(json.dumps(dump))
+    rows, _, _ = codalab.read_dump(path)
+    with open_store(folder / "lb.sqlite") as store:
+        store.add_result(result, Entry("alice", "m", None, None, "2018-07-01"))
+        store.add_many(rows)
+        board = rank.build(store)
+    assert [row.entry.submitter for row in board.rows] == ["turbobits", None, "alice"]
+    return board
+
+
+def test_an_imported_interval_is_marked_as_the_official_scripts_in_every_format(mixed_board):
+    # CSV and JSON: interval_source beside the numbers; the radiologist row's is the kit's.
+    rows = list(csv.DictReader(io.StringIO(to_csv(mixed_board))))
+    assert [(r["kind"], r["submitter"], r["interval_source"]) for r in rows] == [
+        ("radiologist", "", "kit"),
+        ("submission", "turbobits", "codalab"),
+        ("submission", "", "codalab"),
+        ("submission", "alice", "kit"),
+    ]
+    document = json.loads(to_json(mixed_board))
+    assert document["format"] == "mura-kit leaderboard v2"
+    assert document["radiologist"]["interval_source"] == "kit"
+    assert [e["interval_source"] for e in document["entries"]] == ["codalab", "codalab", "kit"]
+    # HTML: the imported intervals carry a mark, and the page says why they are narrow.
+    page = to_html(mixed_board)
+    parsed = _Table()
+    parsed.feed(page)
+    _, _, top, anonymous, kit = parsed.rows
+    assert (top[4], anonymous[4]) == ("[0.987, 0.993]†", "[0.978, 0.982]†")
+    assert kit[4] == f"[{mixed_board.rows[2].entry.scores[1]:.3f}, {mixed_board.rows[2].entry.scores[2]:.3f}]"
+    assert page.count('<td class="codalab-interval">') == 2
+    assert '<td title="[0.940, 0.960]† CodaLab&#x27;s, too narrow">0.950</td>' in page
+    note = re.search(r'<p class="codalab-note"[^>]*>(.*?)</p>', page).group(1)
+    assert "official MURA evaluation script" in note and "square root" in note
+    assert "about 30 times too narrow" in note
+    assert page.count('class="interval codalab-interval"') == 2  # the forest plot's, dotted
+    assert "#1 xuan (Availink) †" in page and "(†, dotted), the official script" in page
+    # A board of `mura score` results only has no such note.
+    kit_only = rank.Board(mixed_board.rows[2:], None, [], 0.5, "all")
+    assert 'class="codalab' not in to_html(kit_only) and "†" not in to_html(kit_only)
+    # Markdown is the MURA table: no interval to mark.
+    assert all(line.count(" | ") == 3 for line in to_markdown(mixed_board).splitlines()[2:])
+
+
+def test_anonymous_entries_and_notes_show_in_every_format(mixed_board):
+    md = to_markdown(mixed_board).splitlines()
+    assert md[3].split(" | ")[2] == r"xuan (Availink) =1+1 \| \*v3\*"
+    assert md[4].split(" | ")[2] == "anonymous"
+    rows = list(csv.DictReader(io.StringIO(to_csv(mixed_board))))
+    assert (rows[1]["note"], rows[1]["entry"]) == ("'=1+1 | *v3*", "xuan (Availink) =1+1 | *v3*")
+    assert (rows[2]["submitter"], rows[2]["model"], rows[2]["entry"]) == ("", "", "anonymous")
+    entries = json.loads(to_json(mixed_board))["entries"]
+    assert (entries[0]["note"], entries[1]["submitter"], entries[1]["entry"]) == (
+        "=1+1 | *v3*",
+        None,
+        "anonymous",
+    )
+    parsed = _Table()
+    parsed.feed(to_html(mixed_board))
+    assert [cells[2] for cells in parsed.rows[2:4]] == ["xuan (Availink) =1+1 | *v3*", "anonymous"]

@@ -209,15 +209,16 @@ def render(
 def import_codalab(dump: Path, strict: bool, db: Path) -> None:
     """Record the entries of a CodaLab Worksheets competition dump (DUMP.json: the
     `leaderboard[]` the competition daemon wrote). Each description is split into model,
-    institution and link; an entry that cannot be read is listed on stderr with the reason and
-    skipped. Importing the same dump again adds nothing."""
+    institution, note and link as the MURA page did; a split that had to guess is listed on
+    stderr with what was guessed. An entry that cannot be read (no overall score, no Unix time)
+    is listed on stderr with the reason and skipped. Importing the same dump again adds nothing."""
     from scorer.leaderboard.codalab import read_dump
     from scorer.leaderboard.store import open_store
 
     try:
-        rows, skipped = read_dump(dump)
-        for item in skipped:
-            click.echo(item.line(str(dump)), err=True)
+        rows, skipped, guessed = read_dump(dump)
+        for _, line in sorted((n.index, n.line(str(dump))) for n in [*skipped, *guessed]):
+            click.echo(line, err=True)
         if skipped and strict:
             raise HostError(
                 f"{len(skipped)} entries of {dump} cannot be read (listed above); nothing recorded"
@@ -229,6 +230,11 @@ def import_codalab(dump: Path, strict: bool, db: Path) -> None:
     line = (
         f"imported {len(rows)} entries from {dump} into {db}: {added} new, {len(rows) - added} already there"
     )
+    unscored = sum(row.scores[0] is None for row in rows)
+    if unscored:
+        line += f"; {unscored} without an overall score (left off the board)"
+    if guessed:
+        line += f"; {len(guessed)} split by a guess (listed on stderr)"
     if skipped:
         line += f"; {len(skipped)} skipped (listed on stderr)"
     click.echo(line)

@@ -2,9 +2,11 @@
 the MURA page rebuilt its table from, SPEC §5).
 
 Each `leaderboard[]` item gives `submission.{user_name, description, created}` and
-`scores.{overall_mean, overall_lower, ..., wrist_upper}`. The description is parsed as the MURA
-page's script did: the model name before the last `(`, the institution inside it, a trailing
-`http...` link. An item that cannot be read is skipped and reported with the reason.
+`scores.{overall_mean, overall_lower, ..., wrist_upper}`. The description is split as the MURA
+page's script did: the model name before the last `(`, the text inside it, a trailing link; what
+the script dropped (text after the `)`) is kept, and a split that had to guess says why. An item
+that cannot be read (no Unix time, no overall score, a score that is not a number) is skipped and
+reported with the reason; a null user name is an anonymous entry.
 """
 
 from __future__ import annotations
@@ -16,10 +18,16 @@ from pathlib import Path
 from scorer.errors import HostError
 from scorer.leaderboard import records
 from scorer.leaderboard.records import SCORED, Record
-from scorer.leaderboard.schema import GROUPS
+from scorer.leaderboard.schema import CODALAB, GROUPS
 
-_LINK_AT_END = re.compile(r"(?:^|(?<=[\s)]))(https?://\S+)$")
+# A link at the end, after a space or the `)` (the MURA page's script took the text from the
+# last `http`); a `www.` address counts too and gets `http://` in front.
+_LINK_AT_END = re.compile(r"(?:^|(?<=[\s)]))((?:https?://|www\.)\S+)$", re.IGNORECASE)
+# What participants put in the parentheses instead of an institution: the model's kind.
+_KIND = re.compile(r"(?:single|ensemble)(?:[ _-]?model)?", re.IGNORECASE)
+_LEADING_SEPARATORS = " -–—,;:/|"  # `Densenet DI-MT (Single)-AI Squared-G4`
 _LATEST_UNIX_TIME = 253402300799  # 9999-12-31T23:59:59Z
+_SHOWN = 60  # characters of a description quoted in a message
 
 
 @dataclass(frozen=True)
@@ -27,44 +35,75 @@ class Description:
     model: str | None
     institution: str | None
     link: str | None
-
-
-class DescriptionError(ValueError):
-    pass
+    note: str | None = None  # text after the institution's `)`
+    guess: str | None = None  # why the split is a guess; None when it is the MURA page's own
 
 
 def parse_description(text: str | None) -> Description:
     """`base-comb2-xuan-v3(ensemble) (jzhang Availink) http://x.ai` -> model
-    `base-comb2-xuan-v3(ensemble)`, institution `jzhang Availink`, link `http://x.ai`.
+    `base-comb2-xuan-v3(ensemble)`, institution `jzhang Availink`, link `http://x.ai`: the text
+    before the last parenthesised group, the text inside it (as the MURA page's script did, even
+    when that is the model's kind, `(ensemble)`), and a trailing link.
 
-    Without any parentheses the whole text is the model name (MURA's script showed the user
-    name instead, losing the text). Raises DescriptionError for what it cannot split safely:
-    an unclosed `(`, a stray `)`, nested parentheses at the end, or text after the `)`.
+    Nothing is dropped; where the page's split lost text or was ambiguous, `guess` says what was
+    done instead:
+    - text after the `)`: the institution when the parentheses hold the model's kind
+      (`ty101(single model)CCLab` -> `ty101(single model)`, `CCLab`), else a note;
+    - no parentheses, or unbalanced ones: all of it is the model name (the page showed the user
+      name for `densenet169_v2/single model`);
+    - nested parentheses: the outer ones hold the institution;
+    - a `www.` link: taken as `http://www.`.
     """
     rest = " ".join((text or "").split())
+    guesses = []
     link = None
     match = _LINK_AT_END.search(rest)
     if match:
         link, rest = match.group(1), rest[: match.start()].rstrip()
+        if not link.lower().startswith("http"):
+            guesses.append(f"{_quoted(link)} taken as the link http://{link}")
+            link = f"http://{link}"
     if not rest:
-        return Description(None, None, link)
-    opening, closing = rest.rfind("("), rest.rfind(")")
-    if closing == -1 and opening == -1:
-        return Description(rest, None, link)
-    if closing < opening:
-        raise DescriptionError(f"the last '(' is never closed in {text!r}")
-    if closing != len(rest) - 1:
-        after = rest[closing + 1 :].strip()
-        raise DescriptionError(
-            f"unexpected text {after!r} after the institution's ')' in {text!r}; expected "
-            "`model (institution) http://link`"
+        return Description(None, None, link, None, _joined(guesses))
+    closing = rest.rfind(")")
+    opening = _matching_open(rest, closing)
+    if opening is None or "(" in rest[closing + 1 :]:
+        balanced = "(" not in rest and ")" not in rest
+        guesses.insert(
+            0, f"{'no' if balanced else 'unbalanced'} parentheses: all of it taken as the model name"
         )
-    if opening == -1:
-        raise DescriptionError(f"a ')' without a '(' in {text!r}")
-    institution = rest[opening + 1 : closing]
-    if ")" in institution:
-        raise DescriptionError(f"nested parentheses around the institution in {text!r}")
-    return Description(rest[:opening].strip() or None, institution.strip() or None, link)
+        return Description(rest, None, link, None, _joined(guesses))
+    model = rest[:opening].strip() or None
+    inside = rest[opening + 1 : closing].strip() or None
+    after = rest[closing + 1 :].lstrip(_LEADING_SEPARATORS).rstrip() or None
+    if inside and "(" in inside:
+        guesses.insert(0, "nested parentheses: the outer ones taken as the institution's")
+    if after is None:
+        return Description(model, inside, link, None, _joined(guesses))
+    if inside and _KIND.fullmatch(inside):
+        guesses.insert(0, f"the parentheses hold the model's kind: {_quoted(after)} taken as the institution")
+        return Description(rest[: closing + 1].strip(), after, link, None, _joined(guesses))
+    guesses.insert(0, f"{_quoted(after)} after the institution's ')' kept as a note")
+    return Description(model, inside, link, after, _joined(guesses))
+
+
+def _matching_open(text: str, closing: int) -> int | None:
+    """Where the `(` is that the `)` at `closing` closes; None for no `)` (-1) or no such `(`."""
+    depth = 0
+    for i in range(closing, -1, -1):
+        depth += {")": 1, "(": -1}.get(text[i], 0)
+        if depth == 0:
+            return i
+    return None
+
+
+def _joined(guesses: list[str]) -> str | None:
+    return "; ".join(guesses) or None
+
+
+def _quoted(text: str) -> str:
+    """A participant's text in a message, cut short: messages stay short whatever the input."""
+    return repr(text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…")
 
 
 @dataclass(frozen=True)
@@ -78,6 +117,26 @@ class Skipped:
         return f"{source}: leaderboard[{self.index}]{who}: {self.reason}; skipped"
 
 
+@dataclass(frozen=True)
+class Guessed:
+    """An imported entry whose description was split by a guess (Description.guess)."""
+
+    index: int
+    record: Record
+    description: str
+    reason: str
+
+    def line(self, source: str) -> str:
+        r = self.record
+        who = f" (user {r.submitter!r})" if r.submitter else " (anonymous)"
+        parts = [("model", r.model), ("institution", r.institution), ("note", r.note), ("link", r.link)]
+        split = ", ".join(f"{name} {_quoted(value)}" for name, value in parts if value is not None)
+        return (
+            f"{source}: leaderboard[{self.index}]{who}: guessed the split of {_quoted(self.description)}: "
+            f"{self.reason}; read as {split}"
+        )
+
+
 def _score(scores: dict, key: str) -> float | None:
     """A score as the dump holds it: NaN for an undefined kappa (an invalid kappa, left off the
     board); an interval bound as the official script's asymptotic interval left it, unclipped."""
@@ -85,18 +144,15 @@ def _score(scores: dict, key: str) -> float | None:
     return records.kappa_value(scores.get(key), f"scores.{key}", nan_is_null=True, clip=bound)
 
 
-def read_item(item: object) -> Record:
-    """One `leaderboard[]` item as a row; a HostError names the field and the reason."""
+def read_item(item: object, index: int = 0) -> tuple[Record, Guessed | None]:
+    """`leaderboard[index]` as a row, and how its description's split was guessed (None when it
+    was not); a HostError names the field and the reason. A null or empty user name is an
+    anonymous entry (the MURA page showed it)."""
     item = records.json_object(item, "item")
     submission = records.json_object(item.get("submission"), "submission")
     user = records.text(submission.get("user_name"), "submission.user_name")
-    if not user:
-        raise HostError("submission.user_name: expected the submitter's name, found nothing")
     description = records.text(submission.get("description"), "submission.description")
-    try:
-        parsed = parse_description(description)
-    except DescriptionError as exc:
-        raise HostError(f"submission.description: {exc}") from None
+    parsed = parse_description(description)
     created = submission.get("created")
     if (
         isinstance(created, bool)
@@ -120,7 +176,7 @@ def read_item(item: object) -> Record:
     ran_ok = isinstance(ran, (int, float)) and not isinstance(ran, bool) and 0 <= ran <= _LATEST_UNIX_TIME
     scored = records.unix_iso(ran) if ran_ok else submitted
     what = {"codalab": values, "description": submission.get("description")}  # the scores as read (NaN: null)
-    return Record(
+    record = Record(
         identity=records.identity(SCORED, user, None, submitted, what),
         submitter=user,
         model=parsed.model,
@@ -131,12 +187,15 @@ def read_item(item: object) -> Record:
         status=SCORED,
         reason=None,
         scores=values,
+        note=parsed.note,
+        source=CODALAB,
     )
+    return record, None if parsed.guess is None else Guessed(index, record, description or "", parsed.guess)
 
 
-def read_dump(path: str | Path) -> tuple[list[Record], list[Skipped]]:
-    """The dump's items as rows, and those skipped with the reason. A file that is not a dump
-    at all is a HostError naming the file."""
+def read_dump(path: str | Path) -> tuple[list[Record], list[Skipped], list[Guessed]]:
+    """The dump's items as rows, those skipped with the reason, and those whose description's
+    split is a guess. A file that is not a dump at all is a HostError naming the file."""
     document = records.load_json(path, "CodaLab dump")
     if not isinstance(document, dict):
         raise HostError(
@@ -148,12 +207,16 @@ def read_dump(path: str | Path) -> tuple[list[Record], list[Skipped]]:
         raise HostError(
             f"CodaLab dump {path}: leaderboard: expected a list of entries, found {records.shown(board)}"
         )
-    rows, skipped = [], []
+    rows, skipped, guessed = [], [], []
     for index, item in enumerate(board):
         try:
-            rows.append(read_item(item))
+            row, guess = read_item(item, index)
         except HostError as exc:
             submission = item.get("submission") if isinstance(item, dict) else None
             user = submission.get("user_name") if isinstance(submission, dict) else None
             skipped.append(Skipped(index, user if isinstance(user, str) else None, exc.message))
-    return rows, skipped
+            continue
+        rows.append(row)
+        if guess is not None:
+            guessed.append(guess)
+    return rows, skipped, guessed

@@ -14,10 +14,12 @@ import math
 from collections.abc import Callable
 
 from scorer.leaderboard.rank import Board, Scored
+from scorer.leaderboard.schema import CODALAB
 
 ENTRY_COLOUR = "#1f5fa8"
 RADIOLOGIST_COLOUR = "#c0392b"
 LABEL_CHARS = 48
+CODALAB_MARK = "†"  # an interval imported from CodaLab (the official script's, too narrow)
 
 WIDTH = 900
 LEFT = 380  # the labels' column
@@ -46,14 +48,20 @@ def _ticks(low: float, high: float) -> list[float]:
 
 def forest_svg(board: Board, top: int, entry_label: Callable[[Scored], str], alt: str) -> str:
     """An <svg> element (same board, same bytes): one line per radiologist, then the top `top`
-    entries; `alt` is its accessible name."""
-    lines = [(r.label, r.scores[:3], RADIOLOGIST_COLOUR) for r in board.radiologists]
+    entries; `alt` is its accessible name. An interval imported from CodaLab is dotted and its
+    label marked."""
+    lines = [(r.label, r.scores[:3], RADIOLOGIST_COLOUR, False) for r in board.radiologists]
     lines += [
-        (f"#{row.rank} {entry_label(row.entry)}", row.entry.scores[:3], ENTRY_COLOUR)
+        (
+            f"#{row.rank} {entry_label(row.entry)}",
+            row.entry.scores[:3],
+            ENTRY_COLOUR,
+            row.entry.source == CODALAB,
+        )
         for row in board.rows[:top]
     ]
     best = board.radiologist.kappa if board.radiologist is not None else None
-    values = [v for _, scores, _ in lines for v in scores if v is not None]
+    values = [v for _, scores, _, _ in lines for v in scores if v is not None]
     values += [best] if best is not None else []
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     pad = max((high - low) * 0.05, 0.01)
@@ -86,15 +94,18 @@ def forest_svg(board: Board, top: int, entry_label: Callable[[Scored], str], alt
             f'<line class="best-radiologist" x1="{x(best)}" y1="{TOP}" x2="{x(best)}" y2="{plot_bottom}" '
             f'stroke="{RADIOLOGIST_COLOUR}" stroke-width="1.5" stroke-dasharray="5 4"/>'
         )
-    for i, (text, (kappa, lower, upper), colour) in enumerate(lines):
+    for i, (text, (kappa, lower, upper), colour, imported) in enumerate(lines):
         y = TOP + ROW * i + ROW / 2
-        label = html.escape(_label(text))
+        label = html.escape(_label(text) + (f" {CODALAB_MARK}" if imported else ""))
         parts.append(f'<text x="{LEFT - 10}" y="{y + 4:.1f}" text-anchor="end" {FONT}>{label}</text>')
         if kappa is None:
             continue
         if lower is not None and upper is not None:
+            style = (
+                'class="interval codalab-interval" stroke-dasharray="2 2"' if imported else 'class="interval"'
+            )
             parts.append(
-                f'<line class="interval" x1="{x(lower)}" y1="{y}" x2="{x(upper)}" y2="{y}" '
+                f'<line {style} x1="{x(lower)}" y1="{y}" x2="{x(upper)}" y2="{y}" '
                 f'stroke="{colour}" stroke-width="3" shape-rendering="crispEdges"/>'
             )
         parts.append(

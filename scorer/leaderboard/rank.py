@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from scorer.errors import HostError
-from scorer.leaderboard.schema import SCORE_COLUMNS
+from scorer.leaderboard.schema import KIT, SCORE_COLUMNS
 
 if TYPE_CHECKING:
     from scorer.leaderboard.store import Store
@@ -35,13 +35,15 @@ class Scored:
     """A scored submission as the board sees it."""
 
     id: int
-    submitter: str
+    submitter: str | None  # None: anonymous (a CodaLab entry without a user name)
     model: str | None
     institution: str | None
     link: str | None
     submitted: str  # ISO 8601 UTC
     scores: tuple[float | None, ...]  # SCORE_COLUMNS order: kappa, lower, upper for each of GROUPS
     content_sha256: str | None = None
+    note: str | None = None  # what followed the institution in a CodaLab description
+    source: str = KIT  # where the scores and their intervals come from (schema.KIT or CODALAB)
 
     @property
     def kappa(self) -> float | None:
@@ -49,13 +51,15 @@ class Scored:
 
     @classmethod
     def from_row(cls, row: tuple) -> Scored:
-        return cls(*row[:6], row[6 : 6 + _N_SCORES], row[6 + _N_SCORES])
+        """A row of Store.scored (store.BOARD_COLUMNS)."""
+        return cls(*row[:6], row[6 : 6 + _N_SCORES], *row[6 + _N_SCORES :])
 
 
 @dataclass(frozen=True, slots=True)
 class Radiologist:
     label: str
     scores: tuple[float | None, ...]  # as Scored.scores
+    source: str | None = KIT  # a stored baseline's (`mura score`); None: given by hand, no interval
 
     @property
     def kappa(self) -> float | None:
@@ -89,17 +93,19 @@ def _order(entry: Scored) -> tuple:
 
 
 def keep_entries(entries: list[Scored], keep: str) -> list[Scored]:
-    """All entries, or one per submitter: the best (valid) kappa or the latest submission."""
+    """All entries, or one per submitter: the best (valid) kappa or the latest submission. Each
+    anonymous entry is a submitter of its own (nothing says two were the same person's)."""
     if keep == "all":
         return list(entries)
-    chosen: dict[str, Scored] = {}
+    chosen: dict[str | int, Scored] = {}
     for entry in entries:
-        held = chosen.get(entry.submitter)
+        who = entry.id if entry.submitter is None else entry.submitter
+        held = chosen.get(who)
         if keep == "best":
             if valid(entry.kappa) and (held is None or _order(entry) < _order(held)):
-                chosen[entry.submitter] = entry
+                chosen[who] = entry
         elif held is None or (entry.submitted, entry.id) > (held.submitted, held.id):  # latest
-            chosen[entry.submitter] = entry
+            chosen[who] = entry
     return list(chosen.values())
 
 
@@ -154,7 +160,7 @@ def build(
                 f"--radiologist-kappa: expected a kappa between -1 and 1, found {radiologist_kappa!r}"
             )
         scores = (float(radiologist_kappa),) + (None,) * (_N_SCORES - 1)
-        best = Radiologist(radiologist_label or RADIOLOGIST_LABEL, scores)
+        best = Radiologist(radiologist_label or RADIOLOGIST_LABEL, scores, None)
         radiologists = [best]
     elif baselines is not None:
         name, found = baselines

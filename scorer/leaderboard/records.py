@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from scorer.errors import HostError
 from scorer.files import read_file
-from scorer.leaderboard.schema import GROUPS
+from scorer.leaderboard.schema import GROUPS, KIT
 
 if TYPE_CHECKING:
     from scorer.leaderboard.store import Entry
@@ -41,7 +41,7 @@ class Record:
     """One row of the store, ready to insert."""
 
     identity: str
-    submitter: str
+    submitter: str | None  # None: anonymous (only a CodaLab entry without a user name)
     model: str | None
     institution: str | None
     link: str | None
@@ -58,6 +58,8 @@ class Record:
     # Which of DETAILS the entry gave (None: not given): recording the same submission again
     # sets these on the stored row (an empty one clears it) and keeps the others.
     given: frozenset[str] = frozenset(DETAILS)
+    note: str | None = None  # what followed the institution in a CodaLab description
+    source: str = KIT  # where the scores come from: schema.KIT (`mura score`) or schema.CODALAB
 
 
 NO_SCORES: Scores = (None,) * (3 * len(GROUPS))
@@ -193,7 +195,9 @@ def _sha256(value: object, field: str) -> str | None:
     return value.strip().lower()
 
 
-def identity(status: str, submitter: str, content: str | None, submitted: str | None, what: object) -> str:
+def identity(
+    status: str, submitter: str | None, content: str | None, submitted: str | None, what: object
+) -> str:
     """What makes two records the same submission: who, which content (the bundle or predictions
     hash) and what came of it (the scores, or the failure's reason). Without a content hash the
     submission date stands in for it, so two different undated failures stay apart only by date.

@@ -1,5 +1,8 @@
 """The board as Markdown (the MURA page's table), HTML (a page with per-type columns and a
 forest plot), CSV and JSON (every column at full precision). The same board gives the same bytes.
+
+An entry imported from CodaLab carries the official script's interval, about 30 times too narrow
+(SPEC §4 (b)): every format that shows intervals says so (`interval_source`, a † on the page).
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import re
 from collections.abc import Callable
 from urllib.parse import quote
 
+from scorer.leaderboard.plot import CODALAB_MARK
 from scorer.leaderboard.rank import Board, Radiologist, Scored
-from scorer.leaderboard.schema import GROUPS, SCORE_COLUMNS
+from scorer.leaderboard.schema import CODALAB, GROUPS, SCORE_COLUMNS
 
 FORMATS = ("md", "html", "csv", "json")
-JSON_FORMAT = "mura-kit leaderboard v1"
+JSON_FORMAT = "mura-kit leaderboard v2"
+ANONYMOUS = "anonymous"  # the Model cell of an entry with neither a model name nor a submitter
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # What Markdown would read as markup, and an & that could start an entity (`&lt;` shows as `<`).
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~]|&(?=[#A-Za-z0-9]))")
@@ -39,11 +44,18 @@ def safe_link(link: str) -> str:
     return quote(link, safe=":/?#[]@!$&'()*+,;=%~-._")
 
 
+def entry_name(entry: Scored) -> str:
+    """The model's name; the submitter's when there is none; `anonymous` without either."""
+    return entry.model or entry.submitter or ANONYMOUS
+
+
 def model_cell(entry: Scored) -> str:
-    """`{model} ({institution}) {link}`; the submitter's name when there is no model name."""
-    parts = [entry.model or entry.submitter]
+    """`{model} ({institution}) {note} {link}`; the submitter's name when there is no model name."""
+    parts = [entry_name(entry)]
     if entry.institution:
         parts.append(f"({entry.institution})")
+    if entry.note:
+        parts.append(entry.note)
     if entry.link:
         parts.append(safe_link(entry.link))
     return " ".join(parts)
@@ -57,9 +69,11 @@ def _md(text: str) -> str:
 
 
 def _md_model(entry: Scored) -> str:
-    parts = [_md(entry.model or entry.submitter)]
+    parts = [_md(entry_name(entry))]
     if entry.institution:
         parts.append(f"({_md(entry.institution)})")
+    if entry.note:
+        parts.append(_md(entry.note))
     if entry.link:
         parts.append(f"<{safe_link(entry.link)}>")
     return " ".join(parts)
@@ -79,8 +93,8 @@ def to_markdown(board: Board) -> str:
 # --- CSV and JSON: every column, full precision -------------------------------------------------
 
 COLUMNS = (
-    "kind", "rank", "date", "entry", "submitter", "model", "institution", "link", "submitted",
-    *SCORE_COLUMNS, "id", "content_sha256",
+    "kind", "rank", "date", "entry", "submitter", "model", "institution", "note", "link", "submitted",
+    *SCORE_COLUMNS, "interval_source", "id", "content_sha256",
 )  # fmt: skip
 
 
@@ -89,15 +103,17 @@ def _records(board: Board) -> tuple[dict | None, list[dict]]:
     if board.radiologist is not None:
         r = board.radiologist
         radiologist = dict.fromkeys(COLUMNS)
-        radiologist.update(kind="radiologist", entry=r.label, **dict(zip(SCORE_COLUMNS, r.scores)))
+        radiologist.update(
+            kind="radiologist", entry=r.label, **dict(zip(SCORE_COLUMNS, r.scores)), interval_source=r.source
+        )
     entries = []
     for row in board.rows:
         e = row.entry
         entries.append({
             "kind": "submission", "rank": row.rank, "date": display_date(e.submitted), "entry": model_cell(e),
-            "submitter": e.submitter, "model": e.model, "institution": e.institution, "link": e.link,
-            "submitted": e.submitted, **dict(zip(SCORE_COLUMNS, e.scores)), "id": e.id,
-            "content_sha256": e.content_sha256,
+            "submitter": e.submitter, "model": e.model, "institution": e.institution, "note": e.note,
+            "link": e.link, "submitted": e.submitted, **dict(zip(SCORE_COLUMNS, e.scores)),
+            "interval_source": e.source, "id": e.id, "content_sha256": e.content_sha256,
         })  # fmt: skip
     return radiologist, entries
 
@@ -154,29 +170,51 @@ th:nth-child(3), td:nth-child(3), th:nth-child(2), td:nth-child(2) { text-align:
 td:nth-child(3) { white-space: normal; max-width: 32rem; overflow-wrap: anywhere; }
 thead th { background: #f3f3f3; position: sticky; top: 0; }
 tr.radiologist td { background: #fbeeee; font-style: italic; }
-.rules, figcaption, .left-off { color: #555; max-width: 60rem; }
+td.codalab-interval { color: #777; }
+.rules, figcaption, .left-off, .codalab-note { color: #555; max-width: 60rem; }
 figure { margin: 2rem 0; }
 svg { max-width: 100%; height: auto; }
 """
+
+
+# What the page says of an interval imported from CodaLab (marked CODALAB_MARK).
+CODALAB_NOTE = (
+    f"{CODALAB_MARK} Imported from a CodaLab dump: the interval is the one the official MURA evaluation "
+    "script wrote. That script used the variance of kappa, p_a(1 − p_a) / (n(1 − p_e)²), as its standard "
+    "error, leaving out the square root, so its intervals are about 30 times too narrow: they are not "
+    "comparable with `mura score`'s intervals (the 95% percentile bootstrap)."
+)
 
 
 def _interval(lower: float | None, upper: float | None) -> str:
     return "—" if lower is None or upper is None else f"[{lower:.3f}, {upper:.3f}]"
 
 
-def _score_cells(scores: tuple[float | None, ...]) -> str:
-    cells = [f"<td>{display_kappa(scores[0])}</td><td>{_interval(scores[1], scores[2])}</td>"]
+def _score_cells(scores: tuple[float | None, ...], source: str | None) -> str:
+    """Kappa, its interval, and each type's kappa (its interval on hover); an imported interval
+    is marked as CodaLab's."""
+    imported = source == CODALAB
+    interval = _interval(scores[1], scores[2])
+    if imported and interval != "—":
+        cells = [
+            f'<td>{display_kappa(scores[0])}</td><td class="codalab-interval">{interval}{CODALAB_MARK}</td>'
+        ]
+    else:
+        cells = [f"<td>{display_kappa(scores[0])}</td><td>{interval}</td>"]
     for i in range(3, len(scores), 3):
         kappa, lower, upper = scores[i : i + 3]
-        title = "" if lower is None or upper is None else f' title="{_interval(lower, upper)}"'
+        hover = _interval(lower, upper) + (f"{CODALAB_MARK} CodaLab's, too narrow" if imported else "")
+        title = "" if lower is None or upper is None else f' title="{html.escape(hover)}"'
         cells.append(f"<td{title}>{display_kappa(kappa)}</td>")
     return "".join(cells)
 
 
 def _html_model(entry: Scored) -> str:
-    parts = [html.escape(entry.model or entry.submitter)]
+    parts = [html.escape(entry_name(entry))]
     if entry.institution:
         parts.append(f"({html.escape(entry.institution)})")
+    if entry.note:
+        parts.append(html.escape(entry.note))
     if entry.link:
         link = html.escape(safe_link(entry.link))
         parts.append(f'<a href="{link}" rel="nofollow noopener">{link}</a>')
@@ -185,7 +223,9 @@ def _html_model(entry: Scored) -> str:
 
 def _radiologist_row(r: Radiologist) -> str:
     label = html.escape(r.label)
-    return f'<tr class="radiologist"><td></td><td></td><td>{label}</td>{_score_cells(r.scores)}</tr>'
+    return (
+        f'<tr class="radiologist"><td></td><td></td><td>{label}</td>{_score_cells(r.scores, r.source)}</tr>'
+    )
 
 
 def to_html(board: Board, *, title: str = "MURA leaderboard", plot_top: int = 20) -> str:
@@ -193,7 +233,7 @@ def to_html(board: Board, *, title: str = "MURA leaderboard", plot_top: int = 20
     rows = [_radiologist_row(board.radiologist)] if board.radiologist is not None else []
     rows += [
         f"<tr><td>{row.rank}</td><td>{display_date(row.entry.submitted)}</td><td>{_html_model(row.entry)}</td>"
-        f"{_score_cells(row.entry.scores)}</tr>"
+        f"{_score_cells(row.entry.scores, row.entry.source)}</tr>"
         for row in board.rows
     ]
     table = (
@@ -204,6 +244,8 @@ def to_html(board: Board, *, title: str = "MURA leaderboard", plot_top: int = 20
         + "</tbody></table>"
     )
     parts = [f"<h1>{html.escape(title)}</h1>", f'<p class="rules">{html.escape(_rules(board))}</p>', table]
+    if any(row.entry.source == CODALAB for row in board.rows):
+        parts.append(f'<p class="codalab-note" id="codalab-intervals">{html.escape(CODALAB_NOTE)}</p>')
     if board.rows or board.radiologists:
         parts.append(_figure(board, plot_top))
     if board.left_off:
@@ -240,8 +282,7 @@ def left_off_text(board: Board) -> str:
 
 
 def plot_label(entry: Scored) -> str:
-    name = entry.model or entry.submitter
-    return f"{name} ({entry.institution})" if entry.institution else name
+    return f"{entry_name(entry)} ({entry.institution})" if entry.institution else entry_name(entry)
 
 
 def _figure(board: Board, top: int) -> str:
@@ -252,8 +293,14 @@ def _figure(board: Board, top: int) -> str:
     caption = (
         f"The top {shown} entries' overall kappa (square) with its interval (line), beside the radiologists "
         "(red; the dashed line is the best radiologist's kappa). Intervals are as scored: for `mura score` "
-        "results, the 95% percentile bootstrap."
+        "results, the 95% percentile bootstrap"
     )
+    if any(row.entry.source == CODALAB for row in board.rows[:top]):
+        caption += (
+            f"; for entries imported from CodaLab ({CODALAB_MARK}, dotted), the official script's, about 30 "
+            "times too narrow"
+        )
+    caption += "."
     return (
         f'<figure id="forest">{forest_svg(board, top, plot_label, alt)}'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"

@@ -17,7 +17,12 @@ from scorer.paths import OVERALL, STUDY_TYPES, type_key
 
 APPLICATION_ID = 0x4D555241  # "MURA"
 FORMAT = "mura-kit leaderboard"
-VERSION = 2
+VERSION = 3
+
+# Where a row's scores (and so its intervals) come from: `mura score` (the kit's bootstrap
+# interval), or a CodaLab dump (the official script's interval: its standard error without the
+# square root, about 30 times too narrow; SPEC §4 (b)).
+KIT, CODALAB = "kit", "codalab"
 
 GROUPS: tuple[str, ...] = (OVERALL, *(type_key(t) for t in STUDY_TYPES))  # Overall, Elbow, ..., Wrist
 
@@ -35,18 +40,15 @@ SCORE_COLUMNS: tuple[str, ...] = tuple(c for g in GROUPS for c in score_columns(
 
 _SCORES_DDL = ",\n    ".join(f"{c} REAL" for c in SCORE_COLUMNS)
 
-# The current schema (version 2).
-TABLES = f"""
-CREATE TABLE meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
+# The current schema (version 3).
+SUBMISSIONS = f"""
 CREATE TABLE submissions (
     id INTEGER PRIMARY KEY,
     identity TEXT NOT NULL UNIQUE,          -- what makes two records the same (records.identity)
-    submitter TEXT NOT NULL CHECK (submitter <> ''),
+    submitter TEXT CHECK (submitter <> ''), -- NULL: anonymous (a CodaLab entry without a user name)
     model TEXT,
     institution TEXT,
+    note TEXT,                              -- what followed the institution in a CodaLab description
     link TEXT,
     submitted TEXT NOT NULL,                -- ISO 8601, UTC: 2018-11-30T19:48:12Z
     scored TEXT NOT NULL,                   -- when it was scored (or failed), ISO 8601 UTC
@@ -56,9 +58,14 @@ CREATE TABLE submissions (
     gold_raters TEXT,                       -- JSON list, e.g. ["Rad4", "Rad5", "Rad6"]
     gold_sha256 TEXT,
     content_sha256 TEXT,                    -- the submitted bundle or predictions file
-    CHECK ((status = 'failed') = (reason IS NOT NULL))
+    source TEXT NOT NULL CHECK (source IN ('{KIT}', '{CODALAB}')),  -- where the scores come from
+    CHECK ((status = 'failed') = (reason IS NOT NULL)),
+    CHECK (submitter IS NOT NULL OR source = '{CODALAB}')
 );
 CREATE INDEX submissions_board ON submissions (status, kappa DESC, submitted, id);
+"""
+# Unchanged since version 2 (a version that changes them gives _v1_to_v2 a copy of these).
+_BASELINES_AND_RESULTS = """
 CREATE TABLE radiologists (                 -- the baselines a submission was scored against
     submission_id INTEGER NOT NULL REFERENCES submissions (id) ON DELETE CASCADE,
     name TEXT NOT NULL,
@@ -73,6 +80,36 @@ CREATE TABLE results (                      -- the whole `mura score --json` res
     submission_id INTEGER PRIMARY KEY REFERENCES submissions (id) ON DELETE CASCADE,
     json TEXT NOT NULL
 );
+"""
+TABLES = f"""
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+{SUBMISSIONS}
+{_BASELINES_AND_RESULTS}
+"""
+
+# Version 2's submissions table, as _v1_to_v2 lays it out (_v2_to_v3 takes it from there).
+_SUBMISSIONS_V2 = f"""
+CREATE TABLE submissions (
+    id INTEGER PRIMARY KEY,
+    identity TEXT NOT NULL UNIQUE,
+    submitter TEXT NOT NULL CHECK (submitter <> ''),
+    model TEXT,
+    institution TEXT,
+    link TEXT,
+    submitted TEXT NOT NULL,
+    scored TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('scored', 'failed')),
+    reason TEXT,
+    {_SCORES_DDL},
+    gold_raters TEXT,
+    gold_sha256 TEXT,
+    content_sha256 TEXT,
+    CHECK ((status = 'failed') = (reason IS NOT NULL))
+);
+CREATE INDEX submissions_board ON submissions (status, kappa DESC, submitted, id);
 """
 
 
@@ -111,9 +148,8 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
         "FROM submissions ORDER BY id"
     ).fetchall()
     conn.execute("ALTER TABLE submissions RENAME TO submissions_v1")
-    for statement in _statements(TABLES):
-        if not statement.startswith("CREATE TABLE meta"):
-            conn.execute(statement)
+    for statement in _statements(_SUBMISSIONS_V2 + _BASELINES_AND_RESULTS):
+        conn.execute(statement)
     for row in old:
         try:
             _copy_v1_row(conn, row)
@@ -163,8 +199,39 @@ def _json(text: str | None, sid: int, column: str) -> dict | None:
     return value
 
 
+# Version 3 imports every entry of a CodaLab dump: a submitter may be NULL (anonymous: a CodaLab
+# entry without a user name), `note` keeps what followed the institution in a description, and
+# `source` says where the scores, and so their intervals, come from. A `mura score` result always
+# names its gold raters; an imported entry never does, which is how version 2's rows are told apart.
+# SQLite cannot drop a NOT NULL constraint, so the table is rebuilt (SQLite's own procedure for
+# other schema changes: create the new table, copy, drop the old one, rename the new one).
+
+
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    if conn.execute("PRAGMA foreign_keys").fetchone()[0]:
+        # Dropping the old table would delete every radiologist and result through their cascade.
+        raise RuntimeError(
+            "the version 2 -> 3 migration needs foreign keys off (open_store turns them on after)"
+        )
+    kept = ", ".join(
+        ("id", "identity", "submitter", "model", "institution", "link", "submitted", "scored", "status",
+         "reason", *SCORE_COLUMNS, "gold_raters", "gold_sha256", "content_sha256")
+    )  # fmt: skip
+    conn.execute(
+        _statements(SUBMISSIONS)[0].replace("CREATE TABLE submissions", "CREATE TABLE submissions_v3", 1)
+    )
+    conn.execute(
+        f"INSERT INTO submissions_v3 ({kept}, source) SELECT {kept}, CASE WHEN status = 'scored' AND "
+        f"gold_raters IS NULL THEN '{CODALAB}' ELSE '{KIT}' END FROM submissions ORDER BY id"
+    )
+    conn.execute("DROP TABLE submissions")
+    conn.execute("ALTER TABLE submissions_v3 RENAME TO submissions")
+    for statement in _statements(SUBMISSIONS)[1:]:  # the index went with the old table
+        conn.execute(statement)
+
+
 # from-version -> the step to the next version
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(conn: sqlite3.Connection, version: int) -> None:

@@ -137,11 +137,11 @@ class Store:
         marks = ", ".join("?" * len(schema.SCORE_COLUMNS))
         raters = None if r.gold_raters is None else json.dumps(list(r.gold_raters))
         cursor = self._conn.execute(
-            "INSERT INTO submissions (identity, submitter, model, institution, link, submitted, scored, "
-            f"status, reason, {columns}, gold_raters, gold_sha256, content_sha256) "
-            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {marks}, ?, ?, ?)",
-            (r.identity, r.submitter, r.model, r.institution, r.link, r.submitted, r.scored,
-             r.status, r.reason, *r.scores, raters, r.gold_sha256, r.content_sha256),
+            "INSERT INTO submissions (identity, submitter, model, institution, note, link, submitted, "
+            f"scored, status, reason, {columns}, gold_raters, gold_sha256, content_sha256, source) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {marks}, ?, ?, ?, ?)",
+            (r.identity, r.submitter, r.model, r.institution, r.note, r.link, r.submitted, r.scored,
+             r.status, r.reason, *r.scores, raters, r.gold_sha256, r.content_sha256, r.source),
         )  # fmt: skip
         sid = cursor.lastrowid
         assert sid is not None
@@ -195,14 +195,10 @@ class Store:
 
     def scored(self) -> list[tuple]:
         """Every scored submission: (id, submitter, model, institution, link, submitted,
-        *schema.SCORE_COLUMNS, content_sha256), in id order. Each row is checked readable (a
-        store edited by hand, or written by an older kit, may hold anything): a HostError names
-        the submission and the column otherwise."""
-        columns = ", ".join(schema.SCORE_COLUMNS)
-        rows = self.query(
-            f"SELECT id, submitter, model, institution, link, submitted, {columns}, content_sha256 "
-            "FROM submissions WHERE status = 'scored' ORDER BY id"
-        )
+        *schema.SCORE_COLUMNS, content_sha256, note, source), in id order (BOARD_COLUMNS). Each
+        row is checked readable (a store edited by hand, or written by an older kit, may hold
+        anything): a HostError names the submission and the column otherwise."""
+        rows = self.query(f"SELECT {BOARD_COLUMNS} FROM submissions WHERE status = 'scored' ORDER BY id")
         for row in rows:
             problem = _unreadable_row(row)
             if problem is not None:
@@ -256,6 +252,11 @@ class Store:
 
 
 _KAPPA = "a number from -1 to 1, or NULL"
+# What the board reads of each scored submission (Store.scored; rank.Scored.from_row).
+BOARD_COLUMNS = ", ".join(
+    ("id", "submitter", "model", "institution", "link", "submitted", *schema.SCORE_COLUMNS,
+     "content_sha256", "note", "source")
+)  # fmt: skip
 
 
 def _kappas(values: tuple) -> bool:
@@ -271,12 +272,14 @@ def _unreadable_row(row: tuple) -> tuple[str, object, str] | None:
     """(column, value, what was expected) for the first column of a Store.scored row that the
     board cannot show, or None when it can show all of them."""
     _, submitter, model, institution, link, submitted = row[:6]
-    scores = row[6:-1]
+    scores, note, source = row[6:-3], row[-2], row[-1]
     if records.stored_time(submitted) is None:
         return "submission date", submitted, "a UTC time such as 2018-11-30T19:48:12Z"
-    if not (isinstance(submitter, str) and submitter):
-        return "submitter", submitter, "a name"
-    for column, value in (("model", model), ("institution", institution)):
+    if not ((isinstance(submitter, str) and submitter) or (submitter is None and source == schema.CODALAB)):
+        return "submitter", submitter, "a name (NULL only for an entry imported from CodaLab)"
+    if source not in (schema.KIT, schema.CODALAB):
+        return "source", source, f"{schema.KIT!r} or {schema.CODALAB!r}"
+    for column, value in (("model", model), ("institution", institution), ("note", note)):
         if not (value is None or isinstance(value, str)):
             return column, value, "text or NULL"
     if not (link is None or (isinstance(link, str) and records.LINK.fullmatch(link))):
