@@ -176,7 +176,8 @@ class LogCapture:
         fd = self._stream.fileno()
         while chunk := os.read(fd, self.CHUNK):
             self.total += len(chunk)
-            self._recent = (self._recent + chunk)[-self.RECENT :]  # one assignment: readers see whole bytes
+            # One assignment, so the live line's thread always reads whole bytes.
+            self._recent = (self._recent + chunk[-self.RECENT :])[-self.RECENT :]
             room = self._half - len(self._head)
             if room > 0:
                 self._head += chunk[:room]
