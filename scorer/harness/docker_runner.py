@@ -154,16 +154,6 @@ class DockerRunner:
             output.chmod(0o777)  # the container's user is not the (root) organiser
         mounts = (submission.resolve(), data.resolve(), output.resolve())
         command = docker_arguments(name, self.image, *mounts, limits, user)
-        oom = OomEvents(name)
-        start = time.monotonic()
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
         refused = 0
 
         def stop() -> None:
@@ -171,16 +161,26 @@ class DockerRunner:
             refused = _pids_refused(name)  # the container's cgroup goes with it
             _remove(name)
 
-        capture = LogCapture(proc.stdout, limits.log_cap, limits.output_limit)
-        if watch is not None:
-            watch(capture)
+        oom = OomEvents(name)
+        proc = None
         try:
+            start = time.monotonic()
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            capture = LogCapture(proc.stdout, limits.log_cap, limits.output_limit)
+            if watch is not None:
+                watch(capture)
             stopped = wait_for_end(proc, limits, capture.flood, stop, output, oom.seen.is_set)
             state = _inspect(name)
         finally:  # also on an exception (a signal to the harness): no container outlives it
             _remove(name)
             oom.close()
-            if proc.poll() is None:
+            if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
         log = capture.finish()
