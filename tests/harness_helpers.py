@@ -3,10 +3,15 @@ organiser's files and processes are as they were."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +27,7 @@ RUNNERS = ("bwrap", "docker")
 # bubblewrap also without cgroups, as on a cgroup v2 host or for a non-root organiser: the
 # fallback limits (prlimit, RLIMIT_NPROC on the run's uid, CPU affinity) must hold as well.
 NO_CGROUPS = "bwrap-nocgroups"
+SYSTEM_PYTHON = "/usr/bin/python3"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -99,3 +105,82 @@ def sandbox_of(pid: int) -> str:
         if "pids" in controllers.split(","):
             return path
     return ""
+
+
+# An organiser who is not root: an unused, unprivileged uid (test_harness_fallback uses the one above).
+ORGANISER_UID = bwrap_runner.SANDBOX_UIDS.start - 2
+
+
+@contextlib.contextmanager
+def organiser_place() -> Iterator[Path]:
+    """A folder under /tmp that ORGANISER_UID can enter (pytest's tmp_path is root's, 0700), with
+    `home/` its own; removed afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to become an organiser who is not root")
+    place = Path(tempfile.mkdtemp(prefix="mura-organiser-", dir="/tmp"))
+    try:
+        place.chmod(0o755)
+        (place / "home").mkdir()
+        os.chown(place / "home", ORGANISER_UID, ORGANISER_UID)
+        yield place
+    finally:
+        subprocess.run(["rm", "-rf", str(place)], check=False)
+
+
+def docker_socket_group() -> int | None:
+    """The group that may use the Docker engine's socket (DOCKER_HOST, or the default one), when
+    the socket and its folders let a member of that group reach it."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return None
+    socket = Path(host.removeprefix("unix://"))
+    try:
+        info = socket.stat()
+    except OSError:
+        return None
+    if info.st_mode & 0o060 != 0o060 or not all(p.stat().st_mode & 0o001 for p in socket.parents):
+        return None
+    return info.st_gid
+
+
+def organiser_python() -> str:
+    """The interpreter an organiser who is not root runs the kit with: the system's python3, of
+    the same version as this one (the kit's .venv may point at an interpreter under /root, which
+    such an organiser cannot enter)."""
+    version = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True)  # fmt: skip
+    if version.stdout.strip() != str(sys.version_info[:2]):
+        pytest.skip(f"needs {SYSTEM_PYTHON} of Python {sys.version_info[0]}.{sys.version_info[1]}")
+    return SYSTEM_PYTHON
+
+
+def as_organiser(
+    place: Path, command: list[str], env: dict[str, str], **kwargs
+) -> subprocess.CompletedProcess:
+    """Run `command` as ORGANISER_UID, not root, with no capabilities, the Docker socket's group,
+    and the kit (this worktree and its .venv) at PLACE/kit: bind-mounted in a mount namespace of
+    its own, since the worktree may lie in a folder only root can enter (a CI clone). `{python}`
+    in `command` is organiser_python(), which finds the kit and the .venv's packages through
+    PYTHONPATH. The environment: `env`, a PATH, HOME and PYTHONPATH."""
+    kit = place / "kit"
+    packages = Path(sysconfig.get_paths()["purelib"])
+    if packages.is_relative_to(ROOT):
+        packages = kit / packages.relative_to(ROOT)
+    kit.mkdir(exist_ok=True)
+    group = docker_socket_group()
+    groups = [f"--groups={group}"] if group is not None else ["--clear-groups"]
+    drop = ["setpriv", f"--reuid={ORGANISER_UID}", f"--regid={ORGANISER_UID}", *groups, "--"]
+    bind = 'mount --bind "$1" "$2" && cd "$PWD" && shift 2 && exec "$@"'  # cd: into the mount
+    wrapped = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", bind, "sh", str(ROOT)]
+    wrapped.append(str(kit))
+    environment = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(place / "home"),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": f"{kit}:{packages}",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **{k: os.environ[k] for k in ("DOCKER_HOST", "MURA_TEST_IMAGE", "CI") if k in os.environ},
+        **env,
+    }
+    argv = [organiser_python() if part == "{python}" else part for part in command]
+    return subprocess.run([*wrapped, *drop, *argv], env=environment, capture_output=True, text=True, **kwargs)

@@ -49,7 +49,7 @@ def test_the_evaluation_image_defaults_to_a_cuda_pytorch_runtime_and_runs_the_co
     assert ("ENTRYPOINT", '["python3", "predict.py"]') in steps
     assert ("CMD", '["/data/input.csv", "/output/output.csv"]') in steps
     run = " ".join(value for kind, value in steps if kind == "RUN")
-    assert "useradd" in run and "--uid 1000" in run  # the harness runs it as 1000:1000
+    assert "useradd" in run and "--uid 1000" in run  # a root organiser's harness runs it as 1000:1000
 
 
 def test_the_scoring_image_installs_the_kit_without_torch():

@@ -50,6 +50,33 @@ def test_paths_carry_no_label_no_patient_and_no_study_number(tmp_path):
         assert anonymised.split("/")[3] == real.split("/")[2]  # XR_TYPE
 
 
+def test_the_bytes_staged_under_each_case_are_that_real_studys_images(tmp_path):
+    # An oracle of its own: the gold file's studies and their image files on disk, matched to the
+    # staged cases by content alone; the harness's map must then agree with it.
+    hidden, gold, _, staged = stage(tmp_path, n=40)
+    studies = [line.split(",")[0] for line in gold.read_text().splitlines()]
+    originals = {study: images_of(hidden / study) for study in studies}
+    cases = sorted({path.parent for path in staged.data.rglob("image*.png")})
+    assert len(cases) == len(studies)
+    found: dict[str, str] = {}
+    for case in cases:
+        staged_bytes = images_of(case)
+        matches = [study for study, images in originals.items() if images == staged_bytes]
+        assert len(matches) == 1, (case, matches)  # the images are random: one study each
+        assert matches[0] not in found
+        assert case.parent.name == matches[0].split("/")[2]  # the study type is kept
+        found[matches[0]] = f"/data/{case.relative_to(staged.data).as_posix()}/"
+    assert {study: anonymised for anonymised, study in staged.real.items()} == found
+    rows = (tmp_path / "private" / MAP_NAME).read_text().splitlines()[2:]
+    assert {row.split(",")[1]: row.split(",")[0] for row in rows} == found
+
+
+def images_of(folder: Path) -> list[bytes]:
+    """The bytes of a folder's images, image1 first (natural order: image2 before image10)."""
+    files = sorted(folder.glob("image*.png"), key=lambda path: int(path.stem.removeprefix("image")))
+    return [path.read_bytes() for path in files]
+
+
 def test_the_case_order_is_shuffled_even_when_the_gold_file_is_sorted_by_label(tmp_path):
     _, _, _, staged = stage(tmp_path, n=40, sort_by_label=True)
     labels = ["_positive" in staged.real[key] for key in sorted(staged.real)]  # in case-number order

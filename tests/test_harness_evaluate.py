@@ -22,7 +22,7 @@ from scorer.errors import HostError
 from scorer.files import file_sha256
 from scorer.harness import bwrap_runner, cli, docker_runner, seccomp
 from scorer.harness.evaluate import Submission, evaluate, folder_sha256
-from scorer.harness.sandbox import GiB, Limits, MiB
+from scorer.harness.sandbox import GiB, Limits, MemoryCap, MiB
 from scorer.leaderboard.store import open_store
 from scorer.pipeline import score_files
 from scorer.settings import Settings
@@ -60,6 +60,7 @@ ANSWER = (
 
 
 @pytest.mark.required_in_ci
+@pytest.mark.unprivileged
 @pytest.mark.parametrize("runner_name", RUNNERS)
 def test_a_good_submission_is_scored_on_its_mapped_back_answer_and_recorded(runner_name, hidden, tmp_path):
     runner = runner_or_skip(runner_name)
@@ -70,14 +71,19 @@ def test_a_good_submission_is_scored_on_its_mapped_back_answer_and_recorded(runn
     verdict = evaluate(entry, test_dir, gold, tmp_path / "run", runner, LIMITS, SETTINGS, db=db)
 
     assert verdict.ok, verdict.reason
-    # well_behaved says abnormal for odd case numbers: rebuild that answer from the private map.
-    rows = (tmp_path / "run" / "private" / "map.csv").read_text().splitlines()[2:]
-    expected = {
-        real: int(anonymised.rstrip("/")[-1]) % 2 for anonymised, real in (r.split(",") for r in rows)
-    }
-    assert sorted(expected) == sorted(studies)
+    # Which real study each case is, from the bytes the submission saw (not from the harness's
+    # map): each case's images must be exactly one gold study's images, in order.
+    log = (tmp_path / "run" / "log.txt").read_text().splitlines()
+    seen = {line.split()[1]: line.split()[2:] for line in log if line.startswith("saw ")}
+    case_of = cases_by_bytes(seen, test_dir, gold)
+    assert sorted(case_of) == sorted(studies)
+    # well_behaved says abnormal for odd case numbers.
+    expected = {real: int(case.rstrip("/")[-1]) % 2 for real, case in case_of.items()}
     mapped = dict(line.split(",") for line in (tmp_path / "run" / "predictions.csv").read_text().splitlines())
     assert {k: int(v) for k, v in mapped.items()} == expected
+    # The private map says the same.
+    rows = (tmp_path / "run" / "private" / "map.csv").read_text().splitlines()[2:]
+    assert dict(reversed(row.split(",")) for row in rows) == case_of
     independent = tmp_path / "independent.csv"
     independent.write_text("".join(f"{study},{value}\n" for study, value in expected.items()))
     reference = score_files(gold, independent, SETTINGS)
@@ -91,7 +97,7 @@ def test_a_good_submission_is_scored_on_its_mapped_back_answer_and_recorded(runn
     # The raw answer is kept privately; the sandbox's own folder (data, /output) is gone.
     assert (tmp_path / "run" / "private" / "output.csv").is_file()
     assert not (tmp_path / "run" / "sandbox").exists()
-    assert (tmp_path / "run" / "log.txt").read_text() == f"wrote {len(studies)} studies\n"
+    assert log[-1] == f"wrote {len(studies)} studies" and len(log) == len(studies) + 1
     outcome = json.loads((tmp_path / "run" / "outcome.json").read_text())
     assert outcome["status"] == "scored" and outcome["run"]["runner"] == runner_name
     with open_store(db) as store:
@@ -100,7 +106,31 @@ def test_a_good_submission_is_scored_on_its_mapped_back_answer_and_recorded(runn
         ]
 
 
+def cases_by_bytes(seen: dict[str, list[str]], test_dir: Path, gold: Path) -> dict[str, str]:
+    """real study -> the case whose images' hashes (`seen`: case -> hashes, in input order) are
+    exactly that study's image files under `test_dir`, in natural order (image2 before image10).
+    The gold studies are read from the gold file's first column; every case must match one."""
+    studies = [line.split(",")[0] for line in gold.read_text().splitlines() if line.strip()]
+
+    def natural(path: Path) -> list:
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+    def digests(study: str) -> list[str]:
+        files = sorted((test_dir / study).glob("*.png"), key=natural)
+        return [hashlib.sha256(path.read_bytes()).hexdigest() for path in files]
+
+    hashes = {study: digests(study) for study in studies}
+    found: dict[str, str] = {}
+    for case, views in seen.items():
+        matches = [study for study, images in hashes.items() if images == views]
+        assert len(matches) == 1, (case, matches)
+        assert matches[0] not in found, f"two cases show {matches[0]}"
+        found[matches[0]] = case
+    return found
+
+
 @pytest.mark.required_in_ci
+@pytest.mark.unprivileged
 @pytest.mark.parametrize("runner_name", RUNNERS)
 def test_a_long_log_is_capped_to_its_head_and_tail_and_the_run_still_counts(runner_name, hidden, tmp_path):
     runner = runner_or_skip(runner_name)
@@ -130,6 +160,7 @@ def test_a_long_log_is_capped_to_its_head_and_tail_and_the_run_still_counts(runn
 
 
 @pytest.mark.required_in_ci
+@pytest.mark.unprivileged
 @pytest.mark.parametrize(
     "trick",
     [
@@ -151,6 +182,48 @@ def test_output_that_is_not_a_plain_file_is_refused_without_reading_it(trick, hi
 
 
 @pytest.mark.required_in_ci
+@pytest.mark.unprivileged
+@pytest.mark.parametrize("runner_name", RUNNERS)
+def test_what_a_submission_leaves_in_output_is_removed_and_an_unreadable_answer_is_a_failure(
+    runner_name, hidden, tmp_path
+):
+    # Whoever the organiser is (root, or not: run again as one by tests/test_harness_organiser.py),
+    # a private answer is read, a locked folder in /output removed, and an answer its owner
+    # cannot read (mode 000) is the submission's recorded failure, never the harness's traceback.
+    runner = runner_or_skip(runner_name)
+    test_dir, gold, _ = hidden
+    leaves = ANSWER + (
+        "import os\n"
+        "Path(sys.argv[2]).write_text(''.join(f'{s},1\\n' for s in studies))\n"
+        "os.chmod(sys.argv[2], 0o600)\n"
+        "os.makedirs('/output/cache/deeper')\n"
+        "Path('/output/cache/deeper/weights.bin').write_bytes(b'x')\n"
+        "for path in ('/output/cache/deeper/weights.bin', '/output/cache/deeper', '/output/cache'):\n"
+        "    os.chmod(path, 0)\n"
+    )
+    careless = inline_submission(tmp_path / "careless", leaves)
+    db = tmp_path / "board.sqlite"
+    run = tmp_path / "r1"
+    verdict = evaluate(Submission(careless, "c"), test_dir, gold, run, runner, LIMITS, SETTINGS, db=db)
+    assert verdict.ok, verdict.reason
+    assert not (tmp_path / "r1" / "sandbox").exists()
+
+    locked = inline_submission(tmp_path / "locked", leaves + "os.chmod(sys.argv[2], 0)\n")
+    run = tmp_path / "r2"
+    verdict = evaluate(Submission(locked, "l"), test_dir, gold, run, runner, LIMITS, SETTINGS, db=db)
+    assert verdict.reason == (
+        "/output/output.csv has mode 000, which its owner cannot read; write it with the usual permissions "
+        "(e.g. 644)"
+    )
+    assert not (tmp_path / "r2" / "sandbox").exists()
+    with open_store(db) as store:
+        assert store.query("SELECT submitter, status, reason FROM submissions ORDER BY id") == [
+            ("c", "scored", None), ("l", "failed", verdict.reason)
+        ]
+
+
+@pytest.mark.required_in_ci
+@pytest.mark.unprivileged
 def test_invalid_optional_probabilities_fail_the_submission_and_valid_ones_add_auc(hidden, tmp_path):
     test_dir, gold, studies = hidden
     code = ANSWER + (
@@ -187,6 +260,9 @@ def test_a_submission_without_predict_py_is_a_recorded_failure_and_nothing_runs(
 
         def check(self, limits):
             pass
+
+        def memory_cap(self):
+            return MemoryCap(True, "never runs")
 
         def visible(self, submission):
             return [submission]

@@ -34,8 +34,13 @@ LIMITS = Limits(
     output_size=16 * MiB,
 )  # fmt: skip
 N_STUDIES = 14
-# Every sandbox, and bubblewrap's fallback limits where it has no cgroups.
-HOSTILE_RUNNERS = (RUNNERS[0], NO_CGROUPS, *RUNNERS[1:])
+# Every sandbox, and bubblewrap's fallback limits where it has no cgroups (which is what bubblewrap
+# has for an organiser who is not root: that run repeats only the other two).
+HOSTILE_RUNNERS = (
+    pytest.param(RUNNERS[0], marks=pytest.mark.unprivileged),
+    NO_CGROUPS,
+    *(pytest.param(name, marks=pytest.mark.unprivileged) for name in RUNNERS[1:]),
+)
 
 ENDLESS = {"endless_loop", "fork_bomb"}
 # name -> what the recorded reason must say

@@ -69,10 +69,12 @@ def test_a_stopped_evaluation_leaves_no_container_process_or_cgroup(runner_name,
 
     assert proc.returncode == 128 + signum, stderr
     name = signal.Signals(signum).name
-    assert stderr.strip().splitlines() == [
+    *stages, last = stderr.strip().splitlines()
+    assert last == (
         f"mura evaluate: stopped by {name}; the sandbox was stopped and removed; the evaluation is "
         f"incomplete (run folder {run}): run it again"
-    ]
+    )
+    assert stages[-1].startswith("mura evaluate: running in the "), stages  # said before it ran
     assert stdout == ""
     assert host_processes_with(token) == []
     assert not (run / "sandbox").exists()  # the staged test set and /output are gone

@@ -3,8 +3,10 @@
 anonymise  the test input with label-free paths, and the private map back
 sandbox    the limits, what a run ends in, the capped log, the runner interface
 docker_runner / bwrap_runner   the two sandboxes (a Docker engine, or bubblewrap without one)
-cgroups / seccomp   bubblewrap's limits (cgroup v1 groups) and system-call filter
+cgroups / seccomp   bubblewrap's limits (a delegated cgroup v2 group, or cgroup v1 groups) and
+                    system-call filter
 evaluate   the fixed pipeline: anonymise -> run -> log -> map back -> score -> record
+progress   what `mura evaluate` says on stderr as it works (stages, the live line)
 cli        `mura evaluate`
 
 Torch-free like all of scorer/: the submission runs as a separate process inside the sandbox.

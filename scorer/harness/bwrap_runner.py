@@ -18,13 +18,15 @@ and the submission's processes run as an unprivileged host user without capabili
 
 A seccomp filter (seccomp.py) forbids new user namespaces and pins the CPU set.
 
-Limits: a run's own cgroup v1 groups where the host lets us make them (memory: the kernel's OOM
-killer ends the run at the limit, as Docker does; pids; cpu quota; freezer to kill a fork bomb
-whole). Without them (cgroup v2, or not root): `prlimit` (address space: Python raises
-MemoryError; RLIMIT_NPROC on the run's uid: a fork past --pids fails) and the CPU affinity cut
-to ceil(--cpus) cores. On a timeout every process is killed: the cgroup's members, then bwrap
-itself, whose death tears down the sandbox's PID namespace; then every process left with the
-run's uid or its marker, until none is (or STRAY_PATIENCE runs out: those are the leftovers).
+Limits: a run's own cgroup v2 group where the host delegates one, else cgroup v1 groups where
+the host lets us make them (cgroups.py; memory: the kernel's OOM killer ends a process at the
+limit, as Docker does, and the harness then stops the whole run; pids; cpu quota; a whole-group
+kill). Without them (not root, and no cgroup v2 delegation): `prlimit` (address space, per
+process: Python raises MemoryError; RLIMIT_NPROC on the run's uid: a fork past --pids fails) and
+the CPU affinity cut to ceil(--cpus) cores; `memory_cap` says so. On a timeout every process is
+killed: the cgroup's members, then bwrap itself, whose death tears down the sandbox's PID
+namespace; then every process left with the run's uid or its marker, until none is (or
+STRAY_PATIENCE runs out: those are the leftovers).
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ from scorer.harness.sandbox import (
     SUBMISSION_MOUNT,
     Limits,
     LogCapture,
+    MemoryCap,
     RunOutcome,
+    Watch,
     stop_flags,
     wait_for_end,
 )
@@ -215,7 +219,24 @@ class BwrapRunner:
     name = "bwrap"
 
     def __init__(self, use_cgroups: bool | None = None) -> None:
-        self.use_cgroups = cgroups.available() if use_cgroups is None else use_cgroups
+        """`use_cgroups`: None to use the cgroups this host allows (cgroups.locate), False for none."""
+        if use_cgroups is False:
+            self.place, self.no_cgroups = None, "cgroups are turned off for this runner"
+        else:
+            self.place, self.no_cgroups = cgroups.locate()
+
+    @property
+    def use_cgroups(self) -> bool:
+        return self.place is not None
+
+    def memory_cap(self) -> MemoryCap:
+        if self.place is not None:
+            return MemoryCap(True, self.place.describe())
+        return MemoryCap(
+            False,
+            f"per process only (prlimit --as): {self.no_cgroups}; each of the run's processes may "
+            "use the whole limit",
+        )
 
     def check(self, limits: Limits) -> None:
         reason = unavailable_reason()
@@ -227,7 +248,9 @@ class BwrapRunner:
     def visible(self, submission: Path) -> list[Path]:
         return [submission, Path("/usr"), *map(Path, SYSTEM_FILES), *map(Path, python_binds())]
 
-    def run(self, submission: Path, data: Path, output: Path, limits: Limits) -> RunOutcome:
+    def run(
+        self, submission: Path, data: Path, output: Path, limits: Limits, watch: Watch | None = None
+    ) -> RunOutcome:
         self.check(limits)
         run_id = f"run-{uuid.uuid4().hex[:12]}"
         marker = f"MURA_RUN={run_id}".encode()
@@ -235,15 +258,16 @@ class BwrapRunner:
         if uid is not None:  # /output is the run's user's alone
             os.chown(output, uid, uid)
         groups = None
-        if self.use_cgroups:
-            groups = cgroups.RunGroups.create(run_id, limits.memory, limits.pids, limits.cpus)
+        if self.place is not None:
+            groups = self.place.create(run_id, limits.memory, limits.pids, limits.cpus)
         prlimit = ["prlimit", f"--fsize={limits.file_size}", "--nofile=4096", "--core=0"]
         pin: list[str] = []
-        if groups is None:  # no cgroups: address space, processes and CPUs instead
+        if groups is None:  # no cgroups: address space and processes instead
             # RLIMIT_NPROC counts the real uid's processes host-wide: the run's own uid has none
             # yet; the caller's (non-root) has its own already.
             nproc = limits.pids if uid is not None else limits.pids + _count_processes(os.getuid())
             prlimit += [f"--as={limits.memory}", f"--nproc={nproc}"]
+        if groups is None or not self.place.cpu:  # no cpu quota: the CPUs instead
             pin = ["taskset", "--cpu-list", cpu_list(limits.cpus)]
         procs = groups.procs_files() if groups else []
         program = seccomp.program()
@@ -279,7 +303,10 @@ class BwrapRunner:
                 os.close(read_end)
                 read_end = None
             capture = LogCapture(proc.stdout, limits.log_cap, limits.output_limit)
-            stopped = wait_for_end(proc, limits, capture.flood, stop, output)
+            if watch is not None:
+                watch(capture)
+            killed = None if groups is None else (lambda: groups.oom_kills() > 0)
+            stopped = wait_for_end(proc, limits, capture.flood, stop, output, killed)
             # bwrap has exited; its sandbox's PID namespace goes with it. Make sure.
             leftovers = groups.kill_all() if groups is not None else set()
             leftovers |= stop_strays(marker, uid)
@@ -298,7 +325,7 @@ class BwrapRunner:
                 sandbox=run_id,
             )
             if groups is not None:
-                outcome.out_of_memory = groups.oom_kills() > 0
+                outcome.out_of_memory = stopped == "memory" or groups.oom_kills() > 0
                 outcome.hit_process_limit = groups.pids_refused() > 0
             else:  # prlimit --as makes Python raise MemoryError instead of being killed
                 outcome.out_of_memory = code not in (0, None) and b"MemoryError" in log[-4096:]

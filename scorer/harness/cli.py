@@ -98,18 +98,25 @@ def choose_runner(name: str, image: str):
 @click.option("--anonymise-seed", type=int, default=None,
               help="Seed of the anonymised case order (default: a secret random one, kept in the "
               "run's private map).")
+@click.option("--require-memory-cap", is_flag=True,
+              help="Refuse to run where --memory cannot be capped for the whole run (only per process).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="Say only the final line (and warnings), not each stage nor the live line.")
 def evaluate(
     submission: Path, test_dir: Path, gold: Path, db: Path | None, no_record: bool, out: Path | None,
     strata: Path | None, runner: str, image: str, gpus: str | None, timeout: float, memory: str,
     cpus: float, pids: int, log_cap: str, submitter: str | None, model: str | None,
     institution: str | None, link: str | None, submitted: str | None, gold_raters: str | None,
-    seed: int, resamples: int, anonymise_seed: int | None,
+    seed: int, resamples: int, anonymise_seed: int | None, require_memory_cap: bool, quiet: bool,
 ) -> None:  # fmt: skip
     """Evaluate SUBMISSION (a folder with predict.py) on the hidden test set, as CodaLab did:
     the test images are copied under anonymised paths, `python3 predict.py input.csv
     output.csv` runs in a sandbox (network off, data read-only, the gold file out of reach,
     memory/CPU/process/time limits), its answer is mapped back, scored like `mura score`, and
     the result -- or the failure and its reason -- is recorded on the leaderboard.
+
+    Each stage is said on stderr as it happens (on a terminal, with a live line while the
+    submission runs); --quiet says only the final line.
 
     Exit codes: 0 scored; 2 the submission failed (recorded, with its reason); 3 the
     organiser's input is invalid (nothing recorded); 128+N stopped by signal N (SIGTERM, SIGHUP,
@@ -118,6 +125,7 @@ def evaluate(
     from scorer import report
     from scorer.harness.evaluate import Submission
     from scorer.harness.evaluate import evaluate as run_evaluation
+    from scorer.harness.progress import Progress
     from scorer.settings import Settings, rater_names
 
     for signum in STOP_SIGNALS:
@@ -149,6 +157,8 @@ def evaluate(
             strata=strata,
             db=None if no_record else db,
             seed=anonymise_seed,
+            progress=Progress(sys.stderr, quiet=quiet),
+            require_memory_cap=require_memory_cap,
         )
     except ScoringError as exc:
         fail(exc)

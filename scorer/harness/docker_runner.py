@@ -6,6 +6,12 @@ gold file never mounted, memory (no swap), CPU, process and file-size limits, no
 no new privileges, an unprivileged user, no image pulls, no daemon-side log (a flood on stdout
 would fill the daemon's disk otherwise). GPUs only when asked (`--gpus`).
 
+The container runs as the organiser's own uid:gid when the organiser is not root, so that
+whatever the submission leaves in /output (a file of mode 000, a folder) is the organiser's to
+read and remove; as root, as the image's unprivileged user (USER). When the memory limit kills a
+process (the engine's `oom` event), the whole container is stopped at once: the others would
+only wait for it until the timeout.
+
 The container has a unique name: on a timeout it is removed by name (`docker rm -f`), because
 killing the `docker run` client alone leaves the container running (../shared/RECIPES.md); so
 it is when the harness is stopped by a signal. And it has a deadline of its own, for when the
@@ -18,8 +24,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -33,7 +41,9 @@ from scorer.harness.sandbox import (
     SUBMISSION_MOUNT,
     Limits,
     LogCapture,
+    MemoryCap,
     RunOutcome,
+    Watch,
     stop_flags,
     wait_for_end,
 )
@@ -59,8 +69,14 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def container_user() -> str:
+    """Who the submission runs as: the organiser's own uid:gid (what it writes to /output is
+    theirs to read and remove), or, for a root organiser, the image's unprivileged user."""
+    return USER if os.geteuid() == 0 else f"{os.geteuid()}:{os.getegid()}"
+
+
 def docker_arguments(
-    name: str, image: str, submission: Path, data: Path, output: Path, limits: Limits
+    name: str, image: str, submission: Path, data: Path, output: Path, limits: Limits, user: str = USER
 ) -> list[str]:
     args = [
         "docker", "run",
@@ -79,7 +95,7 @@ def docker_arguments(
         "--ulimit", "core=0",
         "--cap-drop", "ALL",
         "--security-opt", "no-new-privileges",
-        "--user", USER,
+        "--user", user,
         "--log-driver", "none",
         "--workdir", SUBMISSION_MOUNT,
         "--entrypoint", "timeout",
@@ -103,6 +119,7 @@ class DockerRunner:
 
     def __init__(self, image: str = DEFAULT_IMAGE) -> None:
         self.image = image
+        self.memory_limit: bool | None = None  # whether the engine can limit memory (check)
 
     def check(self, limits: Limits | None = None) -> None:
         reason = unavailable_reason()
@@ -114,25 +131,29 @@ class DockerRunner:
                 f"the evaluation image {self.image} is not in the Docker engine; build it with "
                 "`make image` (docker/evaluation.Dockerfile) or name another with --image"
             )
+        info = subprocess.run(
+            ["docker", "info", "--format", "{{json .MemoryLimit}}"], capture_output=True, text=True
+        )
+        self.memory_limit = info.stdout.strip() != "false"
+
+    def memory_cap(self) -> MemoryCap:
+        if self.memory_limit is False:
+            return MemoryCap(False, "none: the Docker engine has no memory limit support (MemoryLimit false)")
+        return MemoryCap(True, "the container's memory cgroup (docker --memory) for the whole run")
 
     def visible(self, submission: Path) -> list[Path]:
         return [submission]
 
-    def run(self, submission: Path, data: Path, output: Path, limits: Limits) -> RunOutcome:
+    def run(
+        self, submission: Path, data: Path, output: Path, limits: Limits, watch: Watch | None = None
+    ) -> RunOutcome:
         self.check(limits)
         name = f"mura-eval-{uuid.uuid4().hex[:12]}"
-        output.chmod(0o777)  # the container's user is not the organiser
+        user = container_user()
+        if user == USER:
+            output.chmod(0o777)  # the container's user is not the (root) organiser
         mounts = (submission.resolve(), data.resolve(), output.resolve())
-        command = docker_arguments(name, self.image, *mounts, limits)
-        start = time.monotonic()
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
+        command = docker_arguments(name, self.image, *mounts, limits, user)
         refused = 0
 
         def stop() -> None:
@@ -140,13 +161,26 @@ class DockerRunner:
             refused = _pids_refused(name)  # the container's cgroup goes with it
             _remove(name)
 
-        capture = LogCapture(proc.stdout, limits.log_cap, limits.output_limit)
+        oom = OomEvents(name)
+        proc = None
         try:
-            stopped = wait_for_end(proc, limits, capture.flood, stop, output)
+            start = time.monotonic()
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            capture = LogCapture(proc.stdout, limits.log_cap, limits.output_limit)
+            if watch is not None:
+                watch(capture)
+            stopped = wait_for_end(proc, limits, capture.flood, stop, output, oom.seen.is_set)
             state = _inspect(name)
         finally:  # also on an exception (a signal to the harness): no container outlives it
             _remove(name)
-            if proc.poll() is None:
+            oom.close()
+            if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
         log = capture.finish()
@@ -156,13 +190,13 @@ class DockerRunner:
         if state and state.get("Error"):  # e.g. the image has no `timeout` or `python3`
             raise HostError(f"docker could not start the container: {state['Error']}")
         leftovers = _containers_named(name)
-        oom = bool(state and state.get("OOMKilled"))
+        killed = stopped == "memory" or oom.seen.is_set() or bool(state and state.get("OOMKilled"))
         code = None if stopped or capture.flooded else (int(state["ExitCode"]) if state else proc.returncode)
         return RunOutcome(
             self.name,
             code,
             time.monotonic() - start,
-            out_of_memory=oom,
+            out_of_memory=killed,
             hit_process_limit=refused > 0,
             **stop_flags(stopped, capture.flooded),
             log=log,
@@ -170,6 +204,29 @@ class DockerRunner:
             leftovers=[f"container {name}"] if leftovers else [],
             sandbox=name,
         )
+
+
+class OomEvents:
+    """The engine's `oom` events for one container (by name, before it exists: `--since` now
+    replays any that came before the stream was open): `seen` is set at the first."""
+
+    def __init__(self, name: str) -> None:
+        self.seen = threading.Event()
+        self._proc = subprocess.Popen(
+            ["docker", "events", "--since", f"{time.time():.3f}", "--filter", "type=container",
+             "--filter", f"container={name}", "--filter", "event=oom", "--format", "{{.Action}}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        threading.Thread(target=self._read, name="docker-oom-events", daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            if line.strip() == b"oom":
+                self.seen.set()
+
+    def close(self) -> None:
+        self._proc.kill()
+        self._proc.wait()
 
 
 def _inspect(name: str) -> dict | None:

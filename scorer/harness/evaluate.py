@@ -3,7 +3,8 @@
 Each step is a plain function. What the organiser gets, in the run folder OUT:
 
     OUT/log.txt            the submission's stdout and stderr (capped: head and tail)
-    OUT/outcome.json       runner, seconds, exit code, limits, and the failure reason if any
+    OUT/outcome.json       runner, seconds, exit code, limits, the memory cap (run-wide or per
+                           process), and the failure reason if any
     OUT/predictions.csv    the submission's answer mapped back to the real study paths
     OUT/probabilities.csv  the same for its optional probabilities (the kit's predict.py writes them)
     OUT/result.json        the `mura score` result;  OUT/score.html  its report
@@ -17,6 +18,8 @@ what happened and what to fix, and never carries a gold label or a real test-set
 organiser's own errors (a bad --test folder or gold file, a missing engine, a bad leaderboard
 field, a run folder the sandbox could see) are HostErrors: exit 3, nothing recorded, and all
 found before anything runs or is written.
+
+A Progress says each stage on stderr as it happens (and the live line on a terminal).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import hashlib
 import json
 import os
 import stat
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,14 +46,17 @@ from scorer.formats import (
     read_strata,
 )
 from scorer.harness.anonymise import Anonymised, anonymise, remove_tree, study_images
+from scorer.harness.progress import Progress
 from scorer.harness.sandbox import (
     OUTPUT_CSV,
     OUTPUT_MOUNT,
     PROBABILITIES_CSV,
     Limits,
+    MemoryCap,
     MiB,
     Runner,
     RunOutcome,
+    printable,
 )
 from scorer.pipeline import score_files
 from scorer.settings import Settings
@@ -97,9 +104,20 @@ def evaluate(
     strata: Path | None = None,
     db: Path | None = None,
     seed: int | None = None,
+    progress: Progress | None = None,
+    require_memory_cap: bool = False,
 ) -> Verdict:
-    """Run, score and record one submission. Raises HostError for the organiser's errors."""
-    table = check_host_inputs(submission, test_dir, gold, out, runner, limits, settings, strata, db)
+    """Run, score and record one submission. Raises HostError for the organiser's errors.
+    `require_memory_cap`: refuse (HostError) where the runner has no run-wide memory cap."""
+    progress = progress or Progress(None)
+    table, cap = check_host_inputs(
+        submission, test_dir, gold, out, runner, limits, settings, strata, db, require_memory_cap
+    )
+    if not cap.run_wide:
+        progress.warn(
+            f"no run-wide memory cap: {cap.how}, so the run's processes together may use more than "
+            f"--memory; --require-memory-cap refuses such a run"
+        )
     verdict = Verdict(out)
     private = out / "private"
     sandbox = out / "sandbox"
@@ -108,10 +126,18 @@ def evaluate(
         # Only the organiser may enter: the sandbox's user owns /output inside it.
         sandbox.mkdir(mode=0o700)
         try:
+            start = time.monotonic()
             staged = anonymise(test_dir, table, sandbox / "data", private, seed)
+            progress.stage(
+                f"staged {staged.images:,} images of {len(staged.studies):,} studies in "
+                f"{time.monotonic() - start:.1f} s"
+            )
             output = sandbox / "output"
             output.mkdir()
-            verdict.outcome = runner.run(submission.folder.resolve(), staged.data, output, limits)
+            progress.stage(f"running in the {runner.name} sandbox: {describe_limits(limits, cap)}")
+            with progress.running(limits) as watch:
+                verdict.outcome = runner.run(submission.folder.resolve(), staged.data, output, limits, watch)
+            progress.stage(f"ran for {verdict.outcome.seconds:.1f} s: {how_it_ended(verdict.outcome)}")
             (out / "log.txt").write_bytes(verdict.outcome.log)
             if verdict.outcome.leftovers:
                 raise HostError(
@@ -121,11 +147,14 @@ def evaluate(
             reason = failure_reason(verdict.outcome, limits)
             if reason is None:
                 reason = map_back(staged, output, private, out)
+                if reason is None:
+                    kept = [n for n in ("output.csv", "probabilities.csv") if (private / n).is_file()]
+                    progress.stage(f"collected {' and '.join(kept)} ({len(staged.studies):,} studies)")
         except BaseException:  # a host error or a signal: the sandbox folder goes all the same
             with contextlib.suppress(OSError):
                 remove_tree(sandbox)
             raise
-        remove_tree(sandbox)  # what counts is in private/ now
+        remove_sandbox(sandbox)  # what counts is in private/ now
     if reason is None:
         probabilities = out / "probabilities.csv"
         verdict.result = score_files(
@@ -137,10 +166,14 @@ def evaluate(
         )
         write_atomic(out / "result.json", report.to_json(verdict.result))
         write_atomic(out / "score.html", report.to_html(verdict.result))
+        kappa = verdict.result.get("Overall_Mean")
+        progress.stage(f"scored: overall kappa {'undefined' if kappa is None else f'{kappa:.3f}'}")
     verdict.reason = reason
-    write_outcome(out / "outcome.json", verdict, limits)
+    write_outcome(out / "outcome.json", verdict, limits, cap)
     if db is not None:
         verdict.recorded = record(db, verdict, submission)
+        sid, added = verdict.recorded
+        progress.stage(f"{'recorded' if added else 'already recorded'} on {db} as submission {sid}")
     verdict.files = {
         name: out / name
         for name in ("log.txt", "outcome.json", "predictions.csv", "result.json", "score.html")
@@ -162,8 +195,10 @@ def check_host_inputs(
     settings: Settings,
     strata: Path | None,
     db: Path | None,
+    require_memory_cap: bool = False,
 ):
-    """The organiser's inputs, checked before anything runs or is written. Returns the gold table."""
+    """The organiser's inputs, checked before anything runs or is written. Returns the gold table
+    and the runner's memory cap."""
     from scorer.leaderboard.records import check_entry
 
     limits.check()
@@ -188,13 +223,53 @@ def check_host_inputs(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HostError(f"--out {out} already exists and is not empty; choose a new folder (nothing was run)")
     runner.check(limits)  # the engine answers and has the image; bubblewrap works here
+    cap = runner.memory_cap()
+    if require_memory_cap and not cap.run_wide:
+        raise HostError(
+            f"--require-memory-cap: the {runner.name} sandbox has no run-wide memory cap here ({cap.how}); "
+            "run as root on a cgroup v1 host, delegate cgroup v2's memory and pids controllers to this "
+            "user (e.g. systemd-run --user --scope -p Delegate=yes), or use --runner docker (nothing was run)"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HostError(
             f"--out {out} cannot be made ({exc.strerror}); choose a new folder in a writable place"
         ) from None
-    return table
+    return table, cap
+
+
+def describe_limits(limits: Limits, cap: MemoryCap) -> str:
+    scope = "for the whole run" if cap.run_wide else "per process"
+    return (
+        f"{limits.timeout:g} s, {limits.memory / MiB:,.0f} MiB of memory {scope}, {limits.cpus:g} CPUs, "
+        f"{limits.pids} processes" + (f", GPUs {limits.gpus}" if limits.gpus else "")
+    )
+
+
+def how_it_ended(outcome: RunOutcome) -> str:
+    if outcome.flooded:
+        return "stopped: a flood of output"
+    if outcome.out_of_memory:
+        return "the memory limit killed it"
+    if outcome.timed_out:
+        return "timed out"
+    if outcome.output_exceeded:
+        return "stopped: too much written to /output"
+    return f"exit code {outcome.exit_code}"
+
+
+def remove_sandbox(sandbox: Path) -> None:
+    """The run's staged data and /output. Everything in them is the organiser's to remove (the
+    sandboxes write as the organiser, or as another user for a root organiser); a failure says
+    where."""
+    try:
+        remove_tree(sandbox)
+    except OSError as exc:
+        raise HostError(
+            f"could not remove the sandbox's folder {sandbox} ({exc.strerror}: "
+            f"{printable(str(exc.filename))}); remove it by hand"
+        ) from None
 
 
 def check_apart(folder: Path, runner: Runner, paths: dict[str, Path | None]) -> None:
@@ -257,8 +332,7 @@ def failure_reason(outcome: RunOutcome, limits: Limits) -> str | None:
 
 def last_lines(log: bytes, count: int = LOG_LINES_IN_REASON, width: int = 300) -> str:
     lines = [line.strip() for line in log.decode("utf-8", errors="replace").splitlines() if line.strip()]
-    text = " | ".join(lines[-count:])
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    text = printable(" | ".join(lines[-count:]))
     return text if len(text) <= width else "..." + text[-width:]
 
 
@@ -278,7 +352,17 @@ def collect(output: Path, name: str, private: Path) -> Path | str | None:
             f"/output/{name} is {info.st_size / MiB:,.0f} MiB; expected one short line per study "
             f"(at most {MAX_OUTPUT_FILE / MiB:g} MiB)"
         )
-    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    # By its mode, not by whether the organiser can open it: root could, and the verdict must
+    # not depend on who the organiser is.
+    if not info.st_mode & stat.S_IRUSR:
+        return (
+            f"/output/{name} has mode {stat.S_IMODE(info.st_mode):03o}, which its owner cannot read; "
+            "write it with the usual permissions (e.g. 644)"
+        )
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        return f"/output/{name} cannot be read ({exc.strerror}); write it with the usual permissions"
     with os.fdopen(fd, "rb") as handle:
         data = handle.read(MAX_OUTPUT_FILE + 1)
     copy = private / name
@@ -321,12 +405,13 @@ def write_real(staged: Anonymised, path: Path, target: Path, kind: SubmissionFil
     write_atomic(target, "".join(lines))
 
 
-def write_outcome(path: Path, verdict: Verdict, limits: Limits) -> None:
+def write_outcome(path: Path, verdict: Verdict, limits: Limits, cap: MemoryCap) -> None:
     outcome = verdict.outcome
     record = {
         "status": "scored" if verdict.ok else "failed",
         "reason": verdict.reason,
         "limits": asdict(limits),
+        "memory_cap": asdict(cap),
         "run": None
         if outcome is None
         else {k: v for k, v in asdict(outcome).items() if k not in ("log",)},

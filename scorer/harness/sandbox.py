@@ -78,6 +78,17 @@ class Limits:
             raise HostError("the /output limits must allow at least 1 MiB and two files")
 
 
+@dataclass(frozen=True)
+class MemoryCap:
+    """How a runner caps memory here: for the whole run (every process of the submission
+    together, as docker's --memory), or only per process (then N processes may use N times the
+    limit). Said before a run and recorded in outcome.json; --require-memory-cap refuses a run
+    without a run-wide cap."""
+
+    run_wide: bool
+    how: str  # e.g. "cgroup v1 memory group", or why there is only a per-process cap
+
+
 @dataclass
 class RunOutcome:
     """How a run ended. `exit_code` is the submission's (None when it was stopped)."""
@@ -98,7 +109,8 @@ class RunOutcome:
 
 def stop_flags(stopped: str | None, flooded: bool) -> dict[str, bool]:
     """RunOutcome's flags for how a run was stopped (wait_for_end's reason): a flood of output
-    outranks the timeout or /output limit it may also have run into."""
+    outranks the timeout or /output limit it may also have run into. (Out of memory is the
+    runner's to say: the kernel may kill a process without the run being stopped.)"""
     return {
         "timed_out": stopped == "timeout" and not flooded,
         "flooded": flooded,
@@ -114,15 +126,22 @@ class Runner(Protocol):
         (called before anything is staged)."""
         ...
 
+    def memory_cap(self) -> MemoryCap:
+        """Whether the memory limit holds for the whole run here (called after `check`)."""
+        ...
+
     def visible(self, submission: Path) -> list[Path]:
         """The host's folders and files a submission in this sandbox can read: no organiser's
         file may lie inside one."""
         ...
 
-    def run(self, submission: Path, data: Path, output: Path, limits: Limits) -> RunOutcome:
+    def run(
+        self, submission: Path, data: Path, output: Path, limits: Limits, watch: Watch | None = None
+    ) -> RunOutcome:
         """Run `COMMAND` from `submission` (read-only) with `data` read-only at DATA_MOUNT and
-        `output` writable at OUTPUT_MOUNT, within `limits`. Returns when nothing of the run
-        is left; an exception (a signal) ends the run before it propagates."""
+        `output` writable at OUTPUT_MOUNT, within `limits`; `watch` is handed the run's
+        LogCapture once it starts (the live progress line). Returns when nothing of the run is
+        left; an exception (a signal) ends the run before it propagates."""
         ...
 
 
@@ -131,9 +150,11 @@ class LogCapture:
 
     Draining never stops (a submission, or the docker client, blocked on a full pipe would
     only look hung); past `limit` bytes in all it sets `flood`, on which the runner stops the
-    run (from its own thread: this one must keep draining)."""
+    run (from its own thread: this one must keep draining). The last RECENT bytes are kept apart
+    for `last_line` (the live progress line)."""
 
     CHUNK = 64 * 1024
+    RECENT = 1024
 
     def __init__(self, stream, cap: int, limit: int) -> None:
         self._stream = stream
@@ -141,6 +162,7 @@ class LogCapture:
         self._limit = limit
         self._head = bytearray()
         self._tail = bytearray()
+        self._recent = b""
         self.total = 0
         self.flood = threading.Event()
         self._thread = threading.Thread(target=self._drain, name="log-capture", daemon=True)
@@ -154,6 +176,8 @@ class LogCapture:
         fd = self._stream.fileno()
         while chunk := os.read(fd, self.CHUNK):
             self.total += len(chunk)
+            # One assignment, so the live line's thread always reads whole bytes.
+            self._recent = (self._recent + chunk[-self.RECENT :])[-self.RECENT :]
             room = self._half - len(self._head)
             if room > 0:
                 self._head += chunk[:room]
@@ -163,6 +187,14 @@ class LogCapture:
                 del self._tail[: max(0, len(self._tail) - self._half)]
             if self.total > self._limit:
                 self.flood.set()
+
+    def last_line(self) -> str:
+        """The last non-blank line written so far (a progress bar's last state: `\r` ends a
+        line too), with every character that is not printable (terminal escapes, controls)
+        shown as `?`: safe to print on the organiser's terminal."""
+        text = self._recent.decode("utf-8", errors="replace").replace("\r", "\n")
+        lines = [line.strip() for line in text.split("\n") if line.strip()]
+        return printable(lines[-1]) if lines else ""
 
     def finish(self, timeout: float = 10.0) -> bytes:
         """The capped log, once the writers are gone (or after `timeout`)."""
@@ -175,6 +207,15 @@ class LogCapture:
             f"{self._half:,} bytes ...]\n"
         )
         return bytes(self._head) + marker.encode() + bytes(self._tail)
+
+
+Watch = Callable[[LogCapture], None]
+
+
+def printable(text: str) -> str:
+    """`text` with every character that is not printable (escapes, controls, bidi overrides)
+    replaced by `?`: a participant's bytes, safe for the organiser's terminal and records."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 OUTPUT_CHECK_INTERVAL = 1.0  # seconds between two looks at the size of /output
@@ -211,11 +252,13 @@ def wait_for_end(
     flood: threading.Event,
     stop: Callable[[], None],
     output: Path,
+    out_of_memory: Callable[[], bool] | None = None,
 ) -> str | None:
-    """Wait for `proc`; on a flood, past the timeout, or when /output (`output`) grows past its
-    limits, call `stop` (which must end the whole run) and wait again. Returns why the run was
-    stopped ("flood", "timeout", "output"), else None -- also "output" when the run ended by
-    itself having written too much."""
+    """Wait for `proc`; on a flood, once the memory limit has killed a process (`out_of_memory`,
+    asked every 0.1 s: the others would only wait for it until the timeout), past the timeout,
+    or when /output (`output`) grows past its limits, call `stop` (which must end the whole run)
+    and wait again. Returns why the run was stopped ("flood", "memory", "timeout", "output"),
+    else None -- also "output" when the run ended by itself having written too much."""
     deadline = time.monotonic() + limits.timeout
     next_look = time.monotonic() + OUTPUT_CHECK_INTERVAL
     reason = None
@@ -223,6 +266,8 @@ def wait_for_end(
         now = time.monotonic()
         if flood.is_set():
             reason = "flood"
+        elif out_of_memory is not None and out_of_memory():
+            reason = "memory"
         elif now >= deadline:
             reason = "timeout"
         elif now >= next_look:
