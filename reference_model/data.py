@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reference_model.errors import shorten
 from scorer.errors import ScoringError, examples
 from scorer.formats import read_gold, read_rows
 from scorer.paths import STUDY_TYPES, study_of_image, study_type
@@ -158,32 +159,38 @@ def sample_weights(records: Sequence[ImageRecord], weights: dict[str, tuple[floa
 
 def load_image(path: str | Path):
     """A radiograph as an 8-bit RGB PIL image, whatever the file holds (8- or 16-bit greyscale,
-    float, RGB, RGBA, palette, ...). Raises ImageError for anything that is not a readable image
-    (a float image's NaN pixels read as 0; one with no finite pixel is unreadable)."""
+    float, RGB, RGBA, palette, ...). Raises ImageError, with a short message, for anything that
+    is not a readable image (a float image's NaN pixels read as 0; one with no finite pixel is
+    unreadable): whatever fails while one image is decoded ends that image, not the run."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    name = shorten(str(path))
     try:
         with Image.open(path) as image:
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise ImageError(
-                    f"{path} is {width}x{height} pixels, far larger than a radiograph; not decoded"
+                    f"{name} is {width}x{height} pixels, far larger than a radiograph; not decoded"
                 )
             image.load()  # decode now: truncated files fail here, not later
-            return _to_rgb(image, path)
+            return _to_rgb(image, name)
+    except ImageError:
+        raise
     except FileNotFoundError:
-        raise ImageError(f"{path} does not exist") from None
+        raise ImageError(f"{name} does not exist") from None
     except UnidentifiedImageError:
         kind = "empty" if path.stat().st_size == 0 else "not an image PIL can read"
-        raise ImageError(f"{path} is {kind}") from None
+        raise ImageError(f"{name} is {kind}") from None
     except Image.DecompressionBombError:
-        raise ImageError(f"{path} is far larger than a radiograph (decompression bomb guard)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path} cannot be decoded ({exc})") from None
+        raise ImageError(f"{name} is far larger than a radiograph (decompression bomb guard)") from None
+    except MemoryError:  # e.g. under an address-space limit (the bwrap sandbox's prlimit)
+        raise ImageError(f"{name} cannot be decoded in the memory available") from None
+    except Exception as exc:  # PIL's decoders fail in many types (OSError, SyntaxError, struct.error, ...)
+        raise ImageError(f"{name} cannot be decoded ({type(exc).__name__}: {shorten(str(exc))})") from None
 
 
-def _to_rgb(image, path: Path):
+def _to_rgb(image, name: str):
     from PIL import Image
 
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -194,7 +201,7 @@ def _to_rgb(image, path: Path):
         finite = np.isfinite(array)
         if not finite.all():
             if not finite.any():
-                raise ImageError(f"{path} holds no finite pixel values (all NaN or infinite)")
+                raise ImageError(f"{name} holds no finite pixel values (all NaN or infinite)")
             array = np.where(finite, array, 0.0)
         top = float(array.max())
         array = array * (255.0 / top) if top > 255 else array

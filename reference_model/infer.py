@@ -13,10 +13,11 @@ sum, so memory stays flat however long the input is.
 - A view's probability is the mean over the members (and over the mirror image with the
   manifest's `tta_hflip`); a study's is the mean over its readable views; abnormal iff it is
   > the manifest's threshold (0.5: the MURA paper's rule).
-- A bad image (missing, empty, truncated, not an image, far too large) is a warning and its
-  study is predicted from its other views. A study with no readable view gets the FALLBACK:
-  normal (0, the majority class) with probability 0.0, and a warning. Every study gets exactly
-  one row.
+- A bad image (missing, empty, truncated, not an image, far too large: whatever fails while it
+  is decoded, a MemoryError too) is a warning and its study is predicted from its other views.
+  A study with no readable view gets the FALLBACK: normal (0, the majority class) with
+  probability 0.0, and a warning. Every study gets exactly one row. Warnings are one short
+  line each, whatever the input holds.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 from reference_model.bundle import BundleError, Manifest, read_manifest, verify_files
 from reference_model.cpus import available_cpus
 from reference_model.data import DataError, ImageError, load_image, read_image_paths
+from reference_model.errors import shorten
 from reference_model.outputs import OutputError, check_output_file
 from scorer.errors import examples
 from scorer.files import write_together
@@ -122,9 +124,9 @@ def read_input(
         studies.setdefault(key, Study(key)).images.append(i)
     if outside:
         warn(
-            f"{len(outside)} absolute image paths are not under the working directory {real} "
-            f"({examples(outside, 2)}); their studies keep absolute paths in the output, where "
-            "the contract expects paths relative to it (MURA-v1.1/...)"
+            f"{len(outside)} absolute image paths are not under the working directory "
+            f"{shorten(str(real))} ({examples(map(shorten, outside), 2)}); their studies keep "
+            "absolute paths in the output, where the contract expects paths relative to it (MURA-v1.1/...)"
         )
     return paths, list(studies.values())
 
@@ -174,7 +176,9 @@ def batches(
     images: Sequence[str], load: Callable[[str], np.ndarray], batch_size: int, threads: int, ahead: int = 2
 ) -> Iterator[tuple[np.ndarray | None, list[int], list[tuple[int, str]]]]:
     """(batch NHWC, the image indices in it, [(index, reason)] for images that failed), in
-    input order. At most `ahead` + 1 batches are decoded or waiting at any time."""
+    input order. At most `ahead` + 1 batches are decoded or waiting at any time. Whatever
+    `load` raises for one image (an ImageError, a MemoryError while resizing under an
+    address-space limit, any other exception) fails that image only."""
     pending: deque[tuple[list[int], list[Future]]] = deque()
 
     def collect(indices: list[int], futures: list[Future]):
@@ -185,6 +189,9 @@ def batches(
                 kept.append(index)
             except ImageError as exc:
                 failed.append((index, str(exc)))
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                failed.append((index, f"{shorten(images[index])} cannot be decoded ({shorten(reason)})"))
         return (np.stack(arrays) if arrays else None), kept, failed
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode") as pool:
@@ -434,7 +441,7 @@ def predict(
     for batch, kept, failed in batches(images, lambda p: decode(p, size, mean, std), batch_size, threads):
         for index, reason in failed:
             unreadable += 1
-            warn(f"{reason}; study {studies[owner[index]].key} is predicted from its other views")
+            warn(f"{reason}; study {shorten(studies[owner[index]].key)} is predicted from its other views")
         if batch is not None:
             views = engine(batch)
             if manifest.tta_hflip:
@@ -451,7 +458,7 @@ def predict(
         if study.views == 0:
             fallback += 1
             warn(
-                f"study {study.key} has no readable view; it gets the fallback prediction "
+                f"study {shorten(study.key)} has no readable view; it gets the fallback prediction "
                 f"{FALLBACK_LABEL} (normal) with probability {FALLBACK_PROBABILITY}"
             )
             p, label = FALLBACK_PROBABILITY, FALLBACK_LABEL

@@ -576,3 +576,74 @@ def test_read_input_rejects_nothing_it_can_read_and_explains_what_it_cannot(tmp_
     (tmp_path / "c.csv").write_text("image_path,label\na/XR_HAND/p/s1/image1.png,1\n")
     with pytest.raises(PredictError, match="expected one image path per line, found 2 fields on line 2"):
         read_input(tmp_path / "c.csv")
+
+
+def studies_of(lines: list[str]) -> dict[str, list[str]]:
+    by_study: dict[str, list[str]] = {}
+    for line in lines:
+        by_study.setdefault(line.rsplit("/", 1)[0] + "/", []).append(line)
+    return by_study
+
+
+def test_any_exception_while_decoding_a_view_is_a_short_warning_not_the_end_of_the_run(
+    data, bundle, reference, tmp_path, monkeypatch
+):
+    """A MemoryError (what an address-space limit gives: the bwrap sandbox's prlimit) inside
+    PIL's decoder or in the resize after it, and a PIL error of a type other than OSError,
+    each cost one view, as does a path of 3 MB; every warning stays a short line."""
+    from PIL import ImageFile
+
+    work = tmp_path / "data"
+    shutil.copytree(data / "MURA-v1.1", work / "MURA-v1.1")
+    lines = image_lines(data)
+    multi = [images for images in studies_of(lines).values() if len(images) >= 2]
+    in_decoder, odd_error, in_resize = (images[0] for images in multi[:3])
+    with Image.open(work / in_resize) as image:
+        image.resize((40, 44)).save(work / in_resize)  # the only view of this size
+
+    load, resize = ImageFile.ImageFile.load, Image.Image.resize
+
+    def failing_load(self):
+        if str(self.filename).endswith(in_decoder):
+            raise MemoryError
+        if str(self.filename).endswith(odd_error):
+            raise struct.error("unpack requires a buffer of 4 bytes")  # as a damaged TIFF header gives
+        return load(self)
+
+    def failing_resize(self, *args, **kwargs):
+        if self.size == (40, 44):
+            raise MemoryError
+        return resize(self, *args, **kwargs)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", failing_load)
+    monkeypatch.setattr(Image.Image, "resize", failing_resize)
+    long_study = "MURA-v1.1/test/XR_HAND/patient1/" + "x" * 3_000_000 + "/"
+    (tmp_path / "input.csv").write_text("\n".join([*lines, long_study + "image1.png"]) + "\n")
+    monkeypatch.chdir(work)
+    warned: list[str] = []
+    summary = predict(
+        tmp_path / "input.csv",
+        tmp_path / "o.csv",
+        bundle,
+        probabilities=tmp_path / "p.csv",
+        progress=False,
+        warn=warned.append,
+    )
+    assert (summary.unreadable, summary.fallback) == (4, 1)
+    assert len(warned) == 5 and all(len(w) < 600 and "\n" not in w for w in warned), [w[:200] for w in warned]
+    for image, reason in (
+        (in_decoder, "cannot be decoded in the memory available"),
+        (odd_error, "cannot be decoded (error: unpack requires a buffer of 4 bytes)"),
+        (in_resize, "cannot be decoded (MemoryError)"),
+    ):
+        assert any(image in w and reason in w and "predicted from its other views" in w for w in warned), (
+            image
+        )
+    assert any("File name too long" in w for w in warned)
+    assert any("has no readable view; it gets the fallback" in w for w in warned)
+    probs = {s: float(p) for s, p in rows(tmp_path / "p.csv")}
+    assert list(probs) == [*reference, long_study] and probs[long_study] == 0.0
+    changed = {image.rsplit("/", 1)[0] + "/" for image in (in_decoder, odd_error, in_resize)}
+    for study in reference:  # the three studies are predicted from their other views
+        assert (probs[study] != reference[study]) == (study in changed), study
+        assert (probs[study] == pytest.approx(reference[study], abs=1e-6)) == (study not in changed), study
