@@ -14,10 +14,10 @@ sum, so memory stays flat however long the input is.
   manifest's `tta_hflip`); a study's is the mean over its readable views; abnormal iff it is
   > the manifest's threshold (0.5: the MURA paper's rule).
 - A bad image (missing, empty, truncated, not an image, far too large: whatever fails while it
-  is decoded, a MemoryError too) is a warning and its study is predicted from its other views.
-  A study with no readable view gets the FALLBACK: normal (0, the majority class) with
-  probability 0.0, and a warning. Every study gets exactly one row. Warnings are one short
-  line each, whatever the input holds.
+  is decoded, a MemoryError too) is a warning and its study is predicted from its other views;
+  so is a view for which an ensemble member returns NaN or infinity. A study with no readable
+  view gets the FALLBACK: normal (0, the majority class) with probability 0.0, and a warning.
+  Every study gets exactly one row. Warnings are one short line each, whatever the input holds.
 """
 
 from __future__ import annotations
@@ -439,17 +439,18 @@ def predict(
     unreadable = 0
     bar = _progress_bar(len(images), progress)
     for batch, kept, failed in batches(images, lambda p: decode(p, size, mean, std), batch_size, threads):
-        for index, reason in failed:
-            unreadable += 1
-            warn(f"{reason}; study {shorten(studies[owner[index]].key)} is predicted from its other views")
         if batch is not None:
-            views = engine(batch)
-            if manifest.tta_hflip:
-                views = (views + engine(np.ascontiguousarray(batch[:, :, ::-1, :]))) / 2
-            for index, p in zip(kept, views.mean(axis=1).tolist()):
+            views, unfinished = view_probabilities(engine, batch, manifest.tta_hflip)
+            for index, p, members in zip(kept, views.tolist(), unfinished):
+                if members:
+                    failed.append((index, f"{shorten(images[index])}: {_not_finite(members)}"))
+                    continue
                 study = studies[owner[index]]
                 study.total += p
                 study.views += 1
+        for index, reason in failed:
+            unreadable += 1
+            warn(f"{reason}; study {shorten(studies[owner[index]].key)} is predicted from its other views")
         bar.update(len(kept) + len(failed))
     bar.close()
 
@@ -477,6 +478,27 @@ def predict(
             f"cannot write {', '.join(map(str, texts))} ({exc.strerror or exc}); nothing was written"
         ) from None
     return Summary(len(studies), len(images), unreadable, fallback, time.perf_counter() - start, engine.name)
+
+
+def view_probabilities(engine, batch: np.ndarray, tta_hflip: bool) -> tuple[np.ndarray, list[list[int]]]:
+    """Each view's probability, the mean over the members (and over the mirror image with
+    `tta_hflip`), and for each view the members (numbered from 1) that returned NaN or
+    infinity. Such a view is unreadable: one member's NaN would make its study's mean NaN, and
+    averaging over the other members would hide that a member gave no answer."""
+    outputs = engine(batch)
+    members = outputs.shape[1]
+    if tta_hflip:
+        outputs = np.concatenate([outputs, engine(np.ascontiguousarray(batch[:, :, ::-1, :]))], axis=1)
+    finite = np.isfinite(outputs)
+    unfinished = [
+        [] if row.all() else sorted({int(j) % members + 1 for j in np.flatnonzero(~row)}) for row in finite
+    ]
+    return np.where(finite, outputs, 0.0).mean(axis=1), unfinished
+
+
+def _not_finite(members: list[int]) -> str:
+    which = ", ".join(map(str, members))
+    return f"ensemble member{'s' if len(members) > 1 else ''} {which} returned NaN or infinity for it"
 
 
 class _NoBar:

@@ -647,3 +647,82 @@ def test_any_exception_while_decoding_a_view_is_a_short_warning_not_the_end_of_t
     for study in reference:  # the three studies are predicted from their other views
         assert (probs[study] != reference[study]) == (study in changed), study
         assert (probs[study] == pytest.approx(reference[study], abs=1e-6)) == (study not in changed), study
+
+
+@pytest.fixture(scope="module")
+def nan_bundle(data, tmp_path_factory) -> tuple[Path, dict[str, float | None]]:
+    """A bundle whose second member returns NaN for about half the test views (and 1.0 for the
+    rest), and each view's probability as torch computes it (None: NaN). The member's head
+    weighs one feature by +inf: +inf * 0 is NaN, so the views where that feature (after the
+    last norm and ReLU) is 0 give NaN; the norm's shift puts that cut in a wide gap between
+    the test views' values, so ONNX Runtime and torch agree on which views they are."""
+    import torch
+
+    from reference_model.bundle import load_bundle, write_bundle
+    from reference_model.data import IMAGENET_MEAN, IMAGENET_STD
+    from reference_model.infer import decode
+    from reference_model.model import EnsembleNet, build_model
+
+    torch.manual_seed(1)
+    good, bad = build_model("densenet121", pretrained=False), build_model("densenet121", pretrained=False)
+    lines = image_lines(data)
+    images = np.stack([decode(data / line, 32, IMAGENET_MEAN, IMAGENET_STD) for line in lines])
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    with torch.inference_mode():
+        feature = bad.eval().features[:-1](batch)[:, 0].amax(dim=(1, 2)).numpy()  # before norm5
+    values = np.sort(feature)
+    quarter = len(values) // 4
+    cut = quarter + int(np.argmax(np.diff(values)[quarter : 3 * quarter]))
+    state = bad.state_dict()
+    state["features.norm5.running_mean"][0] = float(values[cut] + values[cut + 1]) / 2
+    state["features.norm5.running_var"][0] = 1 - bad.features.norm5.eps
+    state["features.norm5.weight"][0], state["features.norm5.bias"][0] = 1.0, 0.0
+    state["classifier.weight"][0, 0] = float("inf")
+    out = tmp_path_factory.mktemp("nan-bundle") / "bundle"
+    write_bundle(
+        [("good", good.state_dict(), None, None), ("nan", state, None, None)], "densenet121", 32, out
+    )
+    with torch.inference_mode():
+        views = EnsembleNet(load_bundle(out).models).eval()(batch).numpy()
+    assert np.isnan(views[:, 0]).sum() == 0 and 0 < np.isnan(views[:, 1]).sum() < len(lines)
+    return out, {line: None if np.isnan(v).any() else float(v.mean()) for line, v in zip(lines, views)}
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_a_member_returning_nan_makes_the_view_unreadable_and_nan_never_reaches_the_output(
+    data, nan_bundle, tmp_path, monkeypatch, backend
+):
+    bundle_path, expected = nan_bundle
+    by_study = studies_of(image_lines(data))
+    dead = [s for s, images in by_study.items() if all(expected[i] is None for i in images)]
+    mixed = [s for s, images in by_study.items() if len({expected[i] is None for i in images}) == 2]
+    assert dead and mixed, "the NaN views should empty some studies and thin others"
+    monkeypatch.chdir(data)
+    (tmp_path / "input.csv").write_text("\n".join(image_lines(data)) + "\n")
+    warned: list[str] = []
+    summary = predict(
+        tmp_path / "input.csv",
+        tmp_path / "o.csv",
+        bundle_path,
+        probabilities=tmp_path / "p.csv",
+        backend=backend,
+        progress=False,
+        warn=warned.append,
+    )
+    assert summary.backend.startswith("onnxruntime" if backend == "onnx" else "torch")
+    assert "nan" not in (tmp_path / "p.csv").read_text().lower()
+    nan_views = [image for image, p in expected.items() if p is None]
+    assert (summary.unreadable, summary.fallback) == (len(nan_views), len(dead))
+    for image in nan_views:
+        (warning,) = [w for w in warned if image in w]
+        assert "ensemble member 2 returned NaN or infinity for it" in warning
+    probs = {s: float(p) for s, p in rows(tmp_path / "p.csv")}
+    labels = dict(rows(tmp_path / "o.csv"))
+    assert list(probs) == list(by_study) == list(labels)
+    for study, images in by_study.items():
+        readable = [expected[i] for i in images if expected[i] is not None]
+        if readable:
+            assert probs[study] == pytest.approx(np.mean(readable), abs=1e-5), study
+        else:
+            assert probs[study] == 0.0 and labels[study] == "0"
+            assert any(study in w and "has no readable view" in w for w in warned)
