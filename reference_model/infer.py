@@ -15,9 +15,10 @@ sum, so memory stays flat however long the input is.
   > the manifest's threshold (0.5: the MURA paper's rule).
 - A bad image (missing, empty, truncated, not an image, far too large: whatever fails while it
   is decoded, a MemoryError too) is a warning and its study is predicted from its other views;
-  so is a view for which an ensemble member returns NaN or infinity. A study with no readable
-  view gets the FALLBACK: normal (0, the majority class) with probability 0.0, and a warning.
-  Every study gets exactly one row. Warnings are one short line each, whatever the input holds.
+  so is a view for which an ensemble member returns NaN or infinity. An image listed twice
+  counts once. A study with no readable view gets the FALLBACK: normal (0, the majority class)
+  with probability 0.0, and a warning. Every study gets exactly one row. Warnings are one short
+  line each, whatever the input holds.
 """
 
 from __future__ import annotations
@@ -111,7 +112,6 @@ def read_input(
             "(e.g. MURA-v1.1/valid/XR_WRIST/patient11185/study1_positive/image1.png)"
         )
     bases, real = _working_directories(cwd)
-    studies: dict[str, Study] = {}
     outside = []
     for i, image in enumerate(paths):
         if os.path.isabs(image):
@@ -120,15 +120,36 @@ def read_input(
                 outside.append(image)
             else:
                 paths[i] = image = relative
-        key = study_of_image(image)
-        studies.setdefault(key, Study(key)).images.append(i)
     if outside:
         warn(
             f"{len(outside)} absolute image paths are not under the working directory "
             f"{shorten(str(real))} ({examples(map(shorten, outside), 2)}); their studies keep "
             "absolute paths in the output, where the contract expects paths relative to it (MURA-v1.1/...)"
         )
-    return paths, list(studies.values())
+    return group_studies(paths, warn)
+
+
+def group_studies(paths: list[str], warn: Callable[[str], None]) -> tuple[list[str], list[Study]]:
+    """Each image once (the first time it is listed) and the studies in order of first
+    appearance. An image listed again (the same path, as read_input made it: an absolute path
+    under the working directory is the same as its relative form) would count twice in its
+    study's mean; it counts once, with one warning for all such repeats."""
+    images: dict[str, int] = {}
+    studies: dict[str, Study] = {}
+    repeated: dict[str, None] = {}
+    for image in paths:
+        if image in images:
+            repeated[image] = None
+            continue
+        images[image] = len(images)
+        key = study_of_image(image)
+        studies.setdefault(key, Study(key)).images.append(images[image])
+    if repeated:
+        warn(
+            f"{_count(len(repeated), 'image is', 'images are')} listed more than once "
+            f"({examples(map(shorten, repeated))}); each counts once in its study's mean"
+        )
+    return list(images), list(studies.values())
 
 
 def _working_directories(cwd: Path | None) -> tuple[list[Path], Path]:

@@ -726,3 +726,31 @@ def test_a_member_returning_nan_makes_the_view_unreadable_and_nan_never_reaches_
         else:
             assert probs[study] == 0.0 and labels[study] == "0"
             assert any(study in w and "has no readable view" in w for w in warned)
+
+
+def test_an_image_listed_twice_counts_once_in_its_study_with_one_warning(
+    data, bundle, reference, tmp_path, monkeypatch
+):
+    lines = image_lines(data)
+    multi = [images for images in studies_of(lines).values() if len(images) >= 2]
+    first, second = multi[0][0], multi[1][1]
+    # Again as written, twice more; and in absolute form, the same image after read_input.
+    listed = [*lines, first, str(data / second), first]
+    (tmp_path / "input.csv").write_text("\n".join(listed) + "\n")
+    monkeypatch.chdir(data)
+    warned: list[str] = []
+    summary = predict(
+        tmp_path / "input.csv",
+        tmp_path / "o.csv",
+        bundle,
+        probabilities=tmp_path / "p.csv",
+        progress=False,
+        warn=warned.append,
+    )
+    probs = {s: float(p) for s, p in rows(tmp_path / "p.csv")}
+    assert list(probs) == list(reference)
+    assert max(abs(probs[s] - reference[s]) for s in probs) < 1e-6
+    assert summary.images == len(lines)
+    assert warned == [
+        f"2 images are listed more than once ({first}, {second}); each counts once in its study's mean"
+    ]
