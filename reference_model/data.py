@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reference_model.errors import shorten
 from scorer.errors import ScoringError, examples
 from scorer.formats import read_gold, read_rows
 from scorer.paths import STUDY_TYPES, study_of_image, study_type
@@ -157,51 +158,68 @@ def sample_weights(records: Sequence[ImageRecord], weights: dict[str, tuple[floa
 
 
 def load_image(path: str | Path):
-    """A radiograph as an 8-bit RGB PIL image, whatever the file holds (8- or 16-bit greyscale,
-    float, RGB, RGBA, palette, ...). Raises ImageError for anything that is not a readable image
-    (a float image's NaN pixels read as 0; one with no finite pixel is unreadable)."""
-    from PIL import Image, UnidentifiedImageError
+    """A radiograph as an 8-bit RGB PIL image, upright, whatever the file holds (8- or 16-bit
+    greyscale, float, RGB, RGBA, palette, ...): the one reader of training, prediction and CAM.
+    An EXIF orientation tag is applied (a camera or an export may store the pixels turned, with
+    a tag saying how to show them). Raises ImageError, with a short message, for anything that
+    is not a readable image: whatever fails while one image is decoded ends that image, not the
+    run."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    name = shorten(str(path))
     try:
         with Image.open(path) as image:
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise ImageError(
-                    f"{path} is {width}x{height} pixels, far larger than a radiograph; not decoded"
+                    f"{name} is {width}x{height} pixels, far larger than a radiograph; not decoded"
                 )
             image.load()  # decode now: truncated files fail here, not later
-            return _to_rgb(image, path)
+            ImageOps.exif_transpose(image, in_place=True)
+            return _to_rgb(image, name)
+    except ImageError:
+        raise
     except FileNotFoundError:
-        raise ImageError(f"{path} does not exist") from None
+        raise ImageError(f"{name} does not exist") from None
     except UnidentifiedImageError:
         kind = "empty" if path.stat().st_size == 0 else "not an image PIL can read"
-        raise ImageError(f"{path} is {kind}") from None
+        raise ImageError(f"{name} is {kind}") from None
     except Image.DecompressionBombError:
-        raise ImageError(f"{path} is far larger than a radiograph (decompression bomb guard)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path} cannot be decoded ({exc})") from None
+        raise ImageError(f"{name} is far larger than a radiograph (decompression bomb guard)") from None
+    except MemoryError:  # e.g. under an address-space limit (the bwrap sandbox's prlimit)
+        raise ImageError(f"{name} cannot be decoded in the memory available") from None
+    except Exception as exc:  # PIL's decoders fail in many types (OSError, SyntaxError, struct.error, ...)
+        raise ImageError(f"{name} cannot be decoded ({type(exc).__name__}: {shorten(str(exc))})") from None
 
 
-def _to_rgb(image, path: Path):
+def _to_rgb(image, name: str):
     from PIL import Image
 
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit or float greyscale: scale the used range into 8 bits. A float image's NaN or
-        # infinite pixels (no reading there) become 0, black, and do not stretch the range; an
-        # image with no finite pixel at all holds nothing to see: unreadable.
-        array = np.asarray(image, dtype=np.float32)
-        finite = np.isfinite(array)
-        if not finite.all():
-            if not finite.any():
-                raise ImageError(f"{path} holds no finite pixel values (all NaN or infinite)")
-            array = np.where(finite, array, 0.0)
-        top = float(array.max())
-        array = array * (255.0 / top) if top > 255 else array
-        image = Image.fromarray(array.clip(0, 255).astype(np.uint8))
+        image = Image.fromarray(_to_8_bits(np.asarray(image, dtype=np.float32), name))
     elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA").convert("RGB")  # drop the alpha channel
     return image.convert("RGB")
+
+
+def _to_8_bits(array: np.ndarray, name: str) -> np.ndarray:
+    """16-bit, 32-bit or float greyscale in 8 bits. Values from 0 up keep their scale (brought
+    down by the maximum when it passes 255); signed data (any value below 0) is scaled by its
+    range, the lowest value black, rather than clipped at 0, which would blacken half a
+    zero-centred image. NaN or infinite pixels (no reading there) become black and do not
+    stretch the range; an image with no finite pixel at all holds nothing to see: unreadable."""
+    finite = np.isfinite(array)
+    if not finite.any():
+        raise ImageError(f"{name} holds no finite pixel values (all NaN or infinite)")
+    values = array if finite.all() else array[finite]
+    low, high = float(values.min()), float(values.max())
+    with np.errstate(over="ignore"):  # an overflow past float32's range ends at 255 all the same
+        if low < 0:
+            array = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
+        elif high > 255:
+            array = array * (255.0 / high)
+    return np.where(finite, array, 0.0).clip(0, 255).astype(np.uint8)
 
 
 def transform(

@@ -13,10 +13,12 @@ sum, so memory stays flat however long the input is.
 - A view's probability is the mean over the members (and over the mirror image with the
   manifest's `tta_hflip`); a study's is the mean over its readable views; abnormal iff it is
   > the manifest's threshold (0.5: the MURA paper's rule).
-- A bad image (missing, empty, truncated, not an image, far too large) is a warning and its
-  study is predicted from its other views. A study with no readable view gets the FALLBACK:
-  normal (0, the majority class) with probability 0.0, and a warning. Every study gets exactly
-  one row.
+- A bad image (missing, empty, truncated, not an image, far too large: whatever fails while it
+  is decoded, a MemoryError too) is a warning and its study is predicted from its other views;
+  so is a view for which an ensemble member returns NaN or infinity. An image listed twice
+  counts once. A study with no readable view gets the FALLBACK: normal (0, the majority class)
+  with probability 0.0, and a warning. Every study gets exactly one row. Warnings are one short
+  line each, whatever the input holds.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 from reference_model.bundle import BundleError, Manifest, read_manifest, verify_files
 from reference_model.cpus import available_cpus
 from reference_model.data import DataError, ImageError, load_image, read_image_paths
+from reference_model.errors import shorten
 from reference_model.outputs import OutputError, check_output_file
 from scorer.errors import examples
 from scorer.files import write_together
@@ -109,7 +112,6 @@ def read_input(
             "(e.g. MURA-v1.1/valid/XR_WRIST/patient11185/study1_positive/image1.png)"
         )
     bases, real = _working_directories(cwd)
-    studies: dict[str, Study] = {}
     outside = []
     for i, image in enumerate(paths):
         if os.path.isabs(image):
@@ -118,15 +120,36 @@ def read_input(
                 outside.append(image)
             else:
                 paths[i] = image = relative
-        key = study_of_image(image)
-        studies.setdefault(key, Study(key)).images.append(i)
     if outside:
         warn(
-            f"{len(outside)} absolute image paths are not under the working directory {real} "
-            f"({examples(outside, 2)}); their studies keep absolute paths in the output, where "
-            "the contract expects paths relative to it (MURA-v1.1/...)"
+            f"{len(outside)} absolute image paths are not under the working directory "
+            f"{shorten(str(real))} ({examples(map(shorten, outside), 2)}); their studies keep "
+            "absolute paths in the output, where the contract expects paths relative to it (MURA-v1.1/...)"
         )
-    return paths, list(studies.values())
+    return group_studies(paths, warn)
+
+
+def group_studies(paths: list[str], warn: Callable[[str], None]) -> tuple[list[str], list[Study]]:
+    """Each image once (the first time it is listed) and the studies in order of first
+    appearance. An image listed again (the same path, as read_input made it: an absolute path
+    under the working directory is the same as its relative form) would count twice in its
+    study's mean; it counts once, with one warning for all such repeats."""
+    images: dict[str, int] = {}
+    studies: dict[str, Study] = {}
+    repeated: dict[str, None] = {}
+    for image in paths:
+        if image in images:
+            repeated[image] = None
+            continue
+        images[image] = len(images)
+        key = study_of_image(image)
+        studies.setdefault(key, Study(key)).images.append(images[image])
+    if repeated:
+        warn(
+            f"{_count(len(repeated), 'image is', 'images are')} listed more than once "
+            f"({examples(map(shorten, repeated))}); each counts once in its study's mean"
+        )
+    return list(images), list(studies.values())
 
 
 def _working_directories(cwd: Path | None) -> tuple[list[Path], Path]:
@@ -174,7 +197,9 @@ def batches(
     images: Sequence[str], load: Callable[[str], np.ndarray], batch_size: int, threads: int, ahead: int = 2
 ) -> Iterator[tuple[np.ndarray | None, list[int], list[tuple[int, str]]]]:
     """(batch NHWC, the image indices in it, [(index, reason)] for images that failed), in
-    input order. At most `ahead` + 1 batches are decoded or waiting at any time."""
+    input order. At most `ahead` + 1 batches are decoded or waiting at any time. Whatever
+    `load` raises for one image (an ImageError, a MemoryError while resizing under an
+    address-space limit, any other exception) fails that image only."""
     pending: deque[tuple[list[int], list[Future]]] = deque()
 
     def collect(indices: list[int], futures: list[Future]):
@@ -185,6 +210,9 @@ def batches(
                 kept.append(index)
             except ImageError as exc:
                 failed.append((index, str(exc)))
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                failed.append((index, f"{shorten(images[index])} cannot be decoded ({shorten(reason)})"))
         return (np.stack(arrays) if arrays else None), kept, failed
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode") as pool:
@@ -432,17 +460,18 @@ def predict(
     unreadable = 0
     bar = _progress_bar(len(images), progress)
     for batch, kept, failed in batches(images, lambda p: decode(p, size, mean, std), batch_size, threads):
-        for index, reason in failed:
-            unreadable += 1
-            warn(f"{reason}; study {studies[owner[index]].key} is predicted from its other views")
         if batch is not None:
-            views = engine(batch)
-            if manifest.tta_hflip:
-                views = (views + engine(np.ascontiguousarray(batch[:, :, ::-1, :]))) / 2
-            for index, p in zip(kept, views.mean(axis=1).tolist()):
+            views, unfinished = view_probabilities(engine, batch, manifest.tta_hflip)
+            for index, p, members in zip(kept, views.tolist(), unfinished):
+                if members:
+                    failed.append((index, f"{shorten(images[index])}: {_not_finite(members)}"))
+                    continue
                 study = studies[owner[index]]
                 study.total += p
                 study.views += 1
+        for index, reason in failed:
+            unreadable += 1
+            warn(f"{reason}; study {shorten(studies[owner[index]].key)} is predicted from its other views")
         bar.update(len(kept) + len(failed))
     bar.close()
 
@@ -451,7 +480,7 @@ def predict(
         if study.views == 0:
             fallback += 1
             warn(
-                f"study {study.key} has no readable view; it gets the fallback prediction "
+                f"study {shorten(study.key)} has no readable view; it gets the fallback prediction "
                 f"{FALLBACK_LABEL} (normal) with probability {FALLBACK_PROBABILITY}"
             )
             p, label = FALLBACK_PROBABILITY, FALLBACK_LABEL
@@ -470,6 +499,27 @@ def predict(
             f"cannot write {', '.join(map(str, texts))} ({exc.strerror or exc}); nothing was written"
         ) from None
     return Summary(len(studies), len(images), unreadable, fallback, time.perf_counter() - start, engine.name)
+
+
+def view_probabilities(engine, batch: np.ndarray, tta_hflip: bool) -> tuple[np.ndarray, list[list[int]]]:
+    """Each view's probability, the mean over the members (and over the mirror image with
+    `tta_hflip`), and for each view the members (numbered from 1) that returned NaN or
+    infinity. Such a view is unreadable: one member's NaN would make its study's mean NaN, and
+    averaging over the other members would hide that a member gave no answer."""
+    outputs = engine(batch)
+    members = outputs.shape[1]
+    if tta_hflip:
+        outputs = np.concatenate([outputs, engine(np.ascontiguousarray(batch[:, :, ::-1, :]))], axis=1)
+    finite = np.isfinite(outputs)
+    unfinished = [
+        [] if row.all() else sorted({int(j) % members + 1 for j in np.flatnonzero(~row)}) for row in finite
+    ]
+    return np.where(finite, outputs, 0.0).mean(axis=1), unfinished
+
+
+def _not_finite(members: list[int]) -> str:
+    which = ", ".join(map(str, members))
+    return f"ensemble member{'s' if len(members) > 1 else ''} {which} returned NaN or infinity for it"
 
 
 class _NoBar:

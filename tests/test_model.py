@@ -381,6 +381,96 @@ def test_a_float_image_with_nan_pixels_reads_them_as_black_without_a_numpy_warni
             load_image(tmp_path / "all-nan.tif")
 
 
+# What each EXIF orientation asks a viewer to do to the stored pixels (rows, columns), in numpy.
+UPRIGHT = {
+    2: lambda a: a[:, ::-1],  # mirrored
+    3: lambda a: a[::-1, ::-1],  # upside down
+    6: lambda a: np.rot90(a, -1),  # stored turned left: turn clockwise
+    8: lambda a: np.rot90(a, 1),  # stored turned right: turn anticlockwise
+}
+
+
+def tagged(orientation: int):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+def assert_every_reader_sees(path: Path, expected: np.ndarray, tmp_path: Path) -> None:
+    """The image at `path` reaches CAM (load_image), prediction (infer.decode) and training
+    (MuraImages) exactly as an untagged 8-bit PNG of `expected` (rows x columns, grey) does."""
+    from reference_model.data import IMAGENET_MEAN, IMAGENET_STD, MuraImages
+    from reference_model.infer import decode
+
+    expected = np.ascontiguousarray(expected)
+    assert np.array_equal(np.asarray(load_image(path)), np.repeat(expected[..., None], 3, axis=2))
+    plain = tmp_path / "plain" / "XR_HAND" / "patient1" / "study1" / "image1.png"
+    plain.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(expected).save(plain)
+    for size in (16, 7):  # resized up and down, as each reader resizes
+        assert np.array_equal(
+            decode(path, size, IMAGENET_MEAN, IMAGENET_STD), decode(plain, size, IMAGENET_MEAN, IMAGENET_STD)
+        )
+    records = [ImageRecord(str(p), "XR_HAND/patient1/study1/", "HAND", 0) for p in (path, plain)]
+    dataset = MuraImages("/", records, 16, False, loss_weights(records))
+    assert torch.equal(dataset[0][0], dataset[1][0])
+
+
+def test_the_exif_orientation_is_applied_in_training_prediction_and_cam(tmp_path):
+    stored = np.arange(8 * 12, dtype=np.uint8).reshape(8, 12) * 2  # 12 wide, 8 high
+    for orientation, upright in UPRIGHT.items():
+        png = tmp_path / f"o{orientation}.png"
+        Image.fromarray(stored).save(png, exif=tagged(orientation))
+        assert_every_reader_sees(png, upright(stored), tmp_path)
+    # JPEG is lossy: what matters is that the decoded pixels are turned as the tag says.
+    jpeg = tmp_path / "o6.jpg"
+    Image.fromarray(stored).save(jpeg, exif=tagged(6), quality=95)
+    with Image.open(jpeg) as raw:
+        as_stored = np.asarray(raw.convert("L"))
+    assert_every_reader_sees(jpeg, UPRIGHT[6](as_stored), tmp_path)
+    # TIFF's own orientation tag (Pillow turns LZW TIFFs as it loads them; not a second time).
+    tiff = tmp_path / "o8.tif"
+    Image.fromarray(stored).save(tiff, exif=tagged(8), compression="tiff_lzw")
+    assert_every_reader_sees(tiff, UPRIGHT[8](stored), tmp_path)
+
+
+def test_cam_draws_an_exif_tagged_view_upright(tmp_path):
+    """`mura cam` reads views as prediction does: a tagged view gives the same map, overlay and
+    probability as its upright twin."""
+    torch.manual_seed(0)
+    state = build_model("densenet121", pretrained=False).state_dict()
+    bundles.write_bundle([("random", state, None, None)], "densenet121", 32, tmp_path / "b", onnx=False)
+    bundle = bundles.load_bundle(tmp_path / "b")
+    stored = np.random.default_rng(0).integers(0, 256, (24, 40), dtype=np.uint8)
+    for name, picture, extra in (
+        ("tagged", stored, {"exif": tagged(6)}),
+        ("upright", UPRIGHT[6](stored), {}),
+    ):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.ascontiguousarray(picture)).save(tmp_path / name / "image1.png", **extra)
+    (p_tagged, (tagged_png,)), (p_upright, (upright_png,)) = (
+        cam_study(tmp_path / name, bundle, tmp_path / f"cam-{name}") for name in ("tagged", "upright")
+    )
+    assert p_tagged == p_upright
+    with Image.open(tagged_png) as a, Image.open(upright_png) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_float_image_with_negative_values_is_scaled_by_its_range_not_clipped_at_0(tmp_path):
+    # A zero-centred float image (e.g. a normalised export): -1 is black, 1 white, 0 mid-grey.
+    values = np.tile(np.array([[-1.0, -0.5, 0.0, 0.5, 1.0], [1.0, 0.5, 0.0, -0.5, -1.0]], np.float32), (3, 2))
+    Image.fromarray(values, mode="F").save(tmp_path / "signed.tif")
+    expected = np.floor((values + 1) * 127.5).astype(np.uint8)  # 0, 63, 127, 191, 255
+    assert_every_reader_sees(tmp_path / "signed.tif", expected, tmp_path)
+    # A NaN pixel is black and does not stretch the range; a constant image is black.
+    values[0, 1] = np.nan
+    Image.fromarray(values, mode="F").save(tmp_path / "nan.tif")
+    expected[0, 1] = 0
+    assert np.array_equal(np.asarray(load_image(tmp_path / "nan.tif"))[..., 0], expected)
+    Image.fromarray(np.full((4, 4), -3.0, dtype=np.float32), mode="F").save(tmp_path / "flat.tif")
+    assert np.asarray(load_image(tmp_path / "flat.tif")).max() == 0
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny")

@@ -576,3 +576,181 @@ def test_read_input_rejects_nothing_it_can_read_and_explains_what_it_cannot(tmp_
     (tmp_path / "c.csv").write_text("image_path,label\na/XR_HAND/p/s1/image1.png,1\n")
     with pytest.raises(PredictError, match="expected one image path per line, found 2 fields on line 2"):
         read_input(tmp_path / "c.csv")
+
+
+def studies_of(lines: list[str]) -> dict[str, list[str]]:
+    by_study: dict[str, list[str]] = {}
+    for line in lines:
+        by_study.setdefault(line.rsplit("/", 1)[0] + "/", []).append(line)
+    return by_study
+
+
+def test_any_exception_while_decoding_a_view_is_a_short_warning_not_the_end_of_the_run(
+    data, bundle, reference, tmp_path, monkeypatch
+):
+    """A MemoryError (what an address-space limit gives: the bwrap sandbox's prlimit) inside
+    PIL's decoder or in the resize after it, and a PIL error of a type other than OSError,
+    each cost one view, as does a path of 3 MB; every warning stays a short line."""
+    from PIL import ImageFile
+
+    work = tmp_path / "data"
+    shutil.copytree(data / "MURA-v1.1", work / "MURA-v1.1")
+    lines = image_lines(data)
+    multi = [images for images in studies_of(lines).values() if len(images) >= 2]
+    in_decoder, odd_error, in_resize = (images[0] for images in multi[:3])
+    with Image.open(work / in_resize) as image:
+        image.resize((40, 44)).save(work / in_resize)  # the only view of this size
+
+    load, resize = ImageFile.ImageFile.load, Image.Image.resize
+
+    def failing_load(self):
+        if str(self.filename).endswith(in_decoder):
+            raise MemoryError
+        if str(self.filename).endswith(odd_error):
+            raise struct.error("unpack requires a buffer of 4 bytes")  # as a damaged TIFF header gives
+        return load(self)
+
+    def failing_resize(self, *args, **kwargs):
+        if self.size == (40, 44):
+            raise MemoryError
+        return resize(self, *args, **kwargs)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", failing_load)
+    monkeypatch.setattr(Image.Image, "resize", failing_resize)
+    long_study = "MURA-v1.1/test/XR_HAND/patient1/" + "x" * 3_000_000 + "/"
+    (tmp_path / "input.csv").write_text("\n".join([*lines, long_study + "image1.png"]) + "\n")
+    monkeypatch.chdir(work)
+    warned: list[str] = []
+    summary = predict(
+        tmp_path / "input.csv",
+        tmp_path / "o.csv",
+        bundle,
+        probabilities=tmp_path / "p.csv",
+        progress=False,
+        warn=warned.append,
+    )
+    assert (summary.unreadable, summary.fallback) == (4, 1)
+    assert len(warned) == 5 and all(len(w) < 600 and "\n" not in w for w in warned), [w[:200] for w in warned]
+    for image, reason in (
+        (in_decoder, "cannot be decoded in the memory available"),
+        (odd_error, "cannot be decoded (error: unpack requires a buffer of 4 bytes)"),
+        (in_resize, "cannot be decoded (MemoryError)"),
+    ):
+        assert any(image in w and reason in w and "predicted from its other views" in w for w in warned), (
+            image
+        )
+    assert any("File name too long" in w for w in warned)
+    assert any("has no readable view; it gets the fallback" in w for w in warned)
+    probs = {s: float(p) for s, p in rows(tmp_path / "p.csv")}
+    assert list(probs) == [*reference, long_study] and probs[long_study] == 0.0
+    changed = {image.rsplit("/", 1)[0] + "/" for image in (in_decoder, odd_error, in_resize)}
+    for study in reference:  # the three studies are predicted from their other views
+        assert (probs[study] != reference[study]) == (study in changed), study
+        assert (probs[study] == pytest.approx(reference[study], abs=1e-6)) == (study not in changed), study
+
+
+@pytest.fixture(scope="module")
+def nan_bundle(data, tmp_path_factory) -> tuple[Path, dict[str, float | None]]:
+    """A bundle whose second member returns NaN for about half the test views (and 1.0 for the
+    rest), and each view's probability as torch computes it (None: NaN). The member's head
+    weighs one feature by +inf: +inf * 0 is NaN, so the views where that feature (after the
+    last norm and ReLU) is 0 give NaN; the norm's shift puts that cut in a wide gap between
+    the test views' values, so ONNX Runtime and torch agree on which views they are."""
+    import torch
+
+    from reference_model.bundle import load_bundle, write_bundle
+    from reference_model.data import IMAGENET_MEAN, IMAGENET_STD
+    from reference_model.infer import decode
+    from reference_model.model import EnsembleNet, build_model
+
+    torch.manual_seed(1)
+    good, bad = build_model("densenet121", pretrained=False), build_model("densenet121", pretrained=False)
+    lines = image_lines(data)
+    images = np.stack([decode(data / line, 32, IMAGENET_MEAN, IMAGENET_STD) for line in lines])
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    with torch.inference_mode():
+        feature = bad.eval().features[:-1](batch)[:, 0].amax(dim=(1, 2)).numpy()  # before norm5
+    values = np.sort(feature)
+    quarter = len(values) // 4
+    cut = quarter + int(np.argmax(np.diff(values)[quarter : 3 * quarter]))
+    state = bad.state_dict()
+    state["features.norm5.running_mean"][0] = float(values[cut] + values[cut + 1]) / 2
+    state["features.norm5.running_var"][0] = 1 - bad.features.norm5.eps
+    state["features.norm5.weight"][0], state["features.norm5.bias"][0] = 1.0, 0.0
+    state["classifier.weight"][0, 0] = float("inf")
+    out = tmp_path_factory.mktemp("nan-bundle") / "bundle"
+    write_bundle(
+        [("good", good.state_dict(), None, None), ("nan", state, None, None)], "densenet121", 32, out
+    )
+    with torch.inference_mode():
+        views = EnsembleNet(load_bundle(out).models).eval()(batch).numpy()
+    assert np.isnan(views[:, 0]).sum() == 0 and 0 < np.isnan(views[:, 1]).sum() < len(lines)
+    return out, {line: None if np.isnan(v).any() else float(v.mean()) for line, v in zip(lines, views)}
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_a_member_returning_nan_makes_the_view_unreadable_and_nan_never_reaches_the_output(
+    data, nan_bundle, tmp_path, monkeypatch, backend
+):
+    bundle_path, expected = nan_bundle
+    by_study = studies_of(image_lines(data))
+    dead = [s for s, images in by_study.items() if all(expected[i] is None for i in images)]
+    mixed = [s for s, images in by_study.items() if len({expected[i] is None for i in images}) == 2]
+    assert dead and mixed, "the NaN views should empty some studies and thin others"
+    monkeypatch.chdir(data)
+    (tmp_path / "input.csv").write_text("\n".join(image_lines(data)) + "\n")
+    warned: list[str] = []
+    summary = predict(
+        tmp_path / "input.csv",
+        tmp_path / "o.csv",
+        bundle_path,
+        probabilities=tmp_path / "p.csv",
+        backend=backend,
+        progress=False,
+        warn=warned.append,
+    )
+    assert summary.backend.startswith("onnxruntime" if backend == "onnx" else "torch")
+    assert "nan" not in (tmp_path / "p.csv").read_text().lower()
+    nan_views = [image for image, p in expected.items() if p is None]
+    assert (summary.unreadable, summary.fallback) == (len(nan_views), len(dead))
+    for image in nan_views:
+        (warning,) = [w for w in warned if image in w]
+        assert "ensemble member 2 returned NaN or infinity for it" in warning
+    probs = {s: float(p) for s, p in rows(tmp_path / "p.csv")}
+    labels = dict(rows(tmp_path / "o.csv"))
+    assert list(probs) == list(by_study) == list(labels)
+    for study, images in by_study.items():
+        readable = [expected[i] for i in images if expected[i] is not None]
+        if readable:
+            assert probs[study] == pytest.approx(np.mean(readable), abs=1e-5), study
+        else:
+            assert probs[study] == 0.0 and labels[study] == "0"
+            assert any(study in w and "has no readable view" in w for w in warned)
+
+
+def test_an_image_listed_twice_counts_once_in_its_study_with_one_warning(
+    data, bundle, reference, tmp_path, monkeypatch
+):
+    lines = image_lines(data)
+    multi = [images for images in studies_of(lines).values() if len(images) >= 2]
+    first, second = multi[0][0], multi[1][1]
+    # Again as written, twice more; and in absolute form, the same image after read_input.
+    listed = [*lines, first, str(data / second), first]
+    (tmp_path / "input.csv").write_text("\n".join(listed) + "\n")
+    monkeypatch.chdir(data)
+    warned: list[str] = []
+    summary = predict(
+        tmp_path / "input.csv",
+        tmp_path / "o.csv",
+        bundle,
+        probabilities=tmp_path / "p.csv",
+        progress=False,
+        warn=warned.append,
+    )
+    probs = {s: float(p) for s, p in rows(tmp_path / "p.csv")}
+    assert list(probs) == list(reference)
+    assert max(abs(probs[s] - reference[s]) for s in probs) < 1e-6
+    assert summary.images == len(lines)
+    assert warned == [
+        f"2 images are listed more than once ({first}, {second}); each counts once in its study's mean"
+    ]
