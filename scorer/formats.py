@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from scorer.errors import HostError, ParticipantError, ScoringError, examples, hide_labels
+from scorer.errors import HostError, ParticipantError, ScoringError, examples, hide_labels, shorten
 from scorer.files import read_file
 from scorer.paths import normalize_study, study_key, study_type
 
 BOM = b"\xef\xbb\xbf"
 BINARY = ("0", "1")
 PREDICTION_FORM = "`study_path/,0|1`, e.g. `MURA-v1.1/valid/XR_WRIST/patient11185/study1/,1`"
+FIELD_WIDTH = 60  # characters of a file's value shown in a message
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,11 @@ def read_rows(path: str | Path, *, what: str, participant: bool) -> list[Row]:
 
 def _lines(rows: Sequence[Row], limit: int = 5) -> str:
     return examples((str(row.line) for row in rows), limit)
+
+
+def _shown(field: str) -> str:
+    """A field of an organiser's file, as a message may show it: quoted, short, label-free."""
+    return shorten(repr(hide_labels(field)), FIELD_WIDTH)
 
 
 def _looks_like_header(row: Row) -> bool:
@@ -145,9 +151,10 @@ def read_predictions(path: str | Path, kind: SubmissionFile = PREDICTIONS) -> li
     rows = read_rows(path, what=what, participant=True)
 
     if len(rows[0].fields) == 2 and _looks_like_header(rows[0]) and not kind.accept(rows[0].fields[1]):
+        header = shorten(repr(",".join(rows[0].fields)), FIELD_WIDTH)
         raise ParticipantError(
-            f"{what} line 1 looks like a header ({','.join(rows[0].fields)!r}); expected no "
-            f"header, every line {kind.form}; delete the first line"
+            f"{what} line 1 looks like a header ({header}); expected no header, every line "
+            f"{kind.form}; delete the first line"
         )
     wrong = [row for row in rows if len(row.fields) != 2]
     if wrong:
@@ -169,7 +176,7 @@ def read_predictions(path: str | Path, kind: SubmissionFile = PREDICTIONS) -> li
         raise ParticipantError(
             f"{what}: expected the second field to be {kind.expected} on every line; found other "
             f"values on {len(bad)} of {len(rows)} lines (lines {_lines(bad)}: "
-            f"{examples(map(repr, values))}); {kind.hint(values)}"
+            f"{examples(map(repr, values), width=FIELD_WIDTH)}); {kind.hint(values)}"
         )
     return [
         Prediction(row.line, normalize_study(row.fields[0]), row.fields[0], float(row.fields[1]))
@@ -255,7 +262,7 @@ def read_gold(path: str | Path, what: str = "gold file") -> RaterTable:
             f"{what} {path}: expected every study path to contain its study type as an "
             f"XR_{{TYPE}} folder (e.g. MURA-v1.1/valid/XR_WRIST/patient11185/study1/); "
             f"found {len(untyped)} without one (lines {_lines(untyped)}, e.g. "
-            f"{hide_labels(untyped[0].fields[0])!r})"
+            f"{_shown(untyped[0].fields[0])})"
         )
     votes = np.array([[int(v) for v in row.fields[1:]] for row in rows], dtype=np.int8)
     return RaterTable(str(path), studies, tuple(types), tuple(raters), votes)  # type: ignore[arg-type]
@@ -305,7 +312,7 @@ def read_strata(path: str | Path, studies: Sequence[str]) -> dict[str, tuple[str
     if bad:
         raise HostError(
             f"{what} {path}: expected one or more finding names separated by ';' (letters, digits, "
-            f"space, _ . + -) after the study; found {bad[0].fields[1]!r} on line {bad[0].line}"
+            f"space, _ . + -) after the study; found {_shown(bad[0].fields[1])} on line {bad[0].line}"
             f"{f' and {len(bad) - 1} more rows' if len(bad) > 1 else ''}"
         )
     keys = [study_key(row.fields[0]) for row in rows]
@@ -315,7 +322,7 @@ def read_strata(path: str | Path, studies: Sequence[str]) -> dict[str, tuple[str
     if unknown:
         raise HostError(
             f"{what} {path}: expected only studies of the gold file; found {len(unknown)} others "
-            f"(lines {_lines(unknown)}, e.g. {hide_labels(unknown[0].fields[0])!r}); fix the paths "
+            f"(lines {_lines(unknown)}, e.g. {_shown(unknown[0].fields[0])}); fix the paths "
             "or the gold file"
         )
     return {gold_study[key]: names for key, names in zip(keys, findings)}

@@ -240,6 +240,28 @@ def test_missing_predictions_file(case, tmp_path):
     assert_participant_error(mura("score", gold, tmp_path), "is a folder")
 
 
+def test_messages_stay_short_whatever_the_submission(case, tmp_path):
+    """At most 500 characters and five examples: a 3 MB line is not echoed back, and 100,000
+    rows over 200 studies do not list every line of every duplicate."""
+    gold, _, _ = case
+    three_mb = write(tmp_path / "line.csv", ["MURA-v1.1/test/XR_HAND/" + "x" * 3_000_000 + "/,1"])
+    repeated = write(tmp_path / "repeated.csv", [f"{study(i % 200, 1)},1" for i in range(100_000)])
+    value = write(tmp_path / "value.csv", [f"{study(0, 1)},{'9' * 100_000}"])
+    cases = {
+        three_mb: (),
+        repeated: (
+            "found 200 studies with more than one row: MURA-v1.1/test/XR_ELBOW/patient11000/study1/ "
+            "(lines 1, 201, 401 and 497 more), ",
+            "(lines 3, 203, 403 and 497 more) and 197 more; keep one row for each study",
+        ),
+        value: ("(lines 1: '9999999999", "9…9", "9999999999'); threshold probabilities first"),
+    }
+    for sub, needles in cases.items():
+        proc = mura("score", gold, sub)
+        assert_participant_error(proc, *needles)
+        assert len(proc.stderr.strip()) <= 500, proc.stderr[:1000]
+
+
 def test_blank_lines_between_rows_are_ignored(case, tmp_path):
     gold, _, preds = case
     sub = write(tmp_path / "gaps.csv", [preds[0], "", *preds[1:], "   "])

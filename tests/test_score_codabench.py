@@ -198,3 +198,16 @@ def test_predictions_zipped_inside_a_folder_get_a_hint(tmp_path):
     proc = run(input_dir, tmp_path / "output")
     assert proc.returncode == 2
     assert "sub/output.csv in a folder: zip the file itself" in last_line(proc)
+
+
+def test_the_organisers_error_line_stays_within_500_characters(tmp_path):
+    input_dir = make_input(tmp_path)
+    lines = (input_dir / "ref" / "test.csv").read_text().splitlines()
+    long = "MURA-v1.1/test/XR_HAND/" + "p" * 600 + "/study1_positive/"
+    twice = [f"{long},1,1,1,0,0,0", f"{long},0,1,1,0,0,0"]
+    (input_dir / "ref" / "test.csv").write_text("\n".join([*lines, *twice]))
+    proc = run(input_dir, tmp_path / "output")
+    assert proc.returncode == 3
+    line = last_line(proc)
+    assert len(line) <= 500 and "…" in line and line.endswith("keep one row per study")
+    assert line.startswith("organiser error: the organisers' reference data or scoring set-up is invalid")

@@ -22,7 +22,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from scorer.errors import HostError, ParticipantError, ScoringError, hide_labels
+from scorer.errors import MESSAGE_LIMIT, HostError, ParticipantError, ScoringError, hide_labels, shorten
 from scorer.files import read_file, write_together
 
 GOLD_NAMES = ("test.csv", "gold.csv", "valid_labeled_studies.csv")
@@ -141,11 +141,12 @@ def run(input_dir: Path, output_dir: Path) -> None:
 
 def host_line(exc: HostError) -> str:
     """The participant-visible line for the organisers' error: whose fault it is, then the
-    detail (HostError messages carry no labels or votes)."""
-    return (
+    detail (HostError messages carry no labels or votes), shortened to keep the line short."""
+    intro = (
         f"{exc.prefix}: the organisers' reference data or scoring set-up is invalid (your "
-        f"submission was not scored; the organisers must fix this): {exc.message}"
+        "submission was not scored; the organisers must fix this): "
     )
+    return intro + shorten(exc.message, MESSAGE_LIMIT - len(intro))
 
 
 def main(argv: list[str]) -> int:
