@@ -22,7 +22,15 @@ import sys
 import traceback
 from pathlib import Path
 
-from scorer.errors import MESSAGE_LIMIT, HostError, ParticipantError, ScoringError, hide_labels, shorten
+from scorer.errors import (
+    MESSAGE_LIMIT,
+    HostError,
+    ParticipantError,
+    ScoringError,
+    hide_labels,
+    notes_on_stderr,
+    shorten,
+)
 from scorer.files import read_file, write_together
 
 GOLD_NAMES = ("test.csv", "gold.csv", "valid_labeled_studies.csv")
@@ -154,7 +162,8 @@ def main(argv: list[str]) -> int:
         print("organiser error: usage: python -m scorer.codabench INPUT OUTPUT", file=sys.stderr)
         return 3
     try:
-        run(Path(argv[0]), Path(argv[1]))
+        with notes_on_stderr():  # a BOM or CRLF in the predictions: read, and said so
+            run(Path(argv[0]), Path(argv[1]))
     except HostError as exc:
         print(host_line(exc), file=sys.stderr)
         return exc.exit_code
