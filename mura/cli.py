@@ -9,6 +9,7 @@ import sys
 import click
 
 from mura import __version__
+from scorer.errors import notes_on_stderr
 
 # name -> (module, attribute, extra that provides its dependencies or None, one-line help).
 # The help text lives here so `mura --help` lists commands without importing any of them.
@@ -80,7 +81,8 @@ def cli() -> None:
 
 def main() -> None:
     try:
-        code = cli.main(prog_name="mura", standalone_mode=False)
+        with notes_on_stderr():  # e.g. a submission's CRLF endings, read as the official script did
+            code = cli.main(prog_name="mura", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -49,7 +49,8 @@ def index_path(root: Path, split: str, kind: str) -> Path:
 
 def read_image_paths(path: Path, warn: Callable[[str], None] | None = None) -> list[str]:
     """The image paths of an index file (`{split}_image_paths.csv` or a predict input.csv): one
-    path a line. Also read: a header line (its first field is not an image path: `image_path`,
+    path a line, split as the scorer splits every CSV (a quoted path is one path, commas and
+    all). Also read: a header line (its first field is not an image path: `image_path`,
     `image_path,label`), and empty fields after a path (`path,` from a spreadsheet export; one
     warning through `warn`). A line with a second value is refused: it is not an image list."""
     try:

@@ -42,6 +42,7 @@ from reference_model.errors import shorten
 from reference_model.outputs import OutputError, check_output_file
 from scorer.errors import examples
 from scorer.files import write_together
+from scorer.formats import csv_field
 from scorer.paths import study_of_image
 
 FALLBACK_LABEL = 0
@@ -98,10 +99,10 @@ def read_input(
     """The input's image paths and its studies in order of first appearance.
 
     Accepts a header line (also `image_path,label`), CRLF, blank lines, blanks around a path,
-    empty fields after it, and absolute paths: written relative to the working directory when
-    they lie under it (so the output keeps the contract's form), however the directory is
-    spelled -- $PWD through a symlink, or the resolved path; a path that has to stay absolute
-    gets a warning."""
+    empty fields after it, a quoted path (RFC 4180: one path, commas and all), and absolute
+    paths: written relative to the working directory when they lie under it (so the output
+    keeps the contract's form), however the directory is spelled -- $PWD through a symlink, or
+    the resolved path; a path that has to stay absolute gets a warning."""
     try:
         paths = read_image_paths(Path(path), warn)
     except DataError as exc:
@@ -487,8 +488,8 @@ def predict(
         else:
             p = study.total / study.views
             label = int(p > manifest.threshold)
-        labels.append(f"{study.key},{label}\n")
-        probs.append(f"{study.key},{p:.6f}\n")
+        labels.append(f"{csv_field(study.key)},{label}\n")
+        probs.append(f"{csv_field(study.key)},{p:.6f}\n")
     texts = dict(zip(targets, ("".join(labels), "".join(probs))))
     try:
         for target in texts:

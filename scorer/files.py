@@ -10,18 +10,44 @@ from pathlib import Path
 
 from scorer.errors import HostError, ScoringError
 
+MiB = 1 << 20
 
-def read_file(path: Path, what: str, kind: str, error: type[ScoringError] = HostError) -> bytes:
+
+def read_file(
+    path: Path,
+    what: str,
+    kind: str,
+    error: type[ScoringError] = HostError,
+    *,
+    limit: int | None = None,
+    advice: str = "",
+) -> bytes:
     """A file's bytes, or `error` saying why it cannot be read (`what` names the file, `kind`
-    says what was expected there)."""
+    says what was expected there). With `limit`, a file of more than `limit` bytes is refused
+    before it is read whole (`advice` says what to do then): by its size when it is a regular
+    file, else (a pipe, a device) after reading `limit` + 1 bytes."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as handle:
+            if limit is None:
+                return handle.read()
+            info = os.fstat(handle.fileno())
+            if stat.S_ISREG(info.st_mode) and info.st_size > limit:
+                raise error(_too_large(path, what, kind, limit, info.st_size, advice))
+            data = handle.read(limit + 1)
+            if len(data) > limit:  # not a regular file, or one that grew meanwhile
+                raise error(_too_large(path, what, kind, limit, None, advice))
+            return data
     except FileNotFoundError:
         raise error(f"{what} {path} does not exist; expected {kind} there") from None
     except IsADirectoryError:
         raise error(f"{what} {path} is a folder; expected {kind}") from None
     except OSError as exc:
         raise error(f"{what} {path} cannot be read ({exc.strerror}); check its permissions") from None
+
+
+def _too_large(path: Path, what: str, kind: str, limit: int, size: int | None, advice: str) -> str:
+    found = f"more than {limit / MiB:g} MiB" if size is None else f"{size / MiB:,.1f} MiB ({size:,} bytes)"
+    return f"{what} {path} is {found}; expected {kind} of at most {limit / MiB:g} MiB; {advice}"
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -1,36 +1,53 @@
 """Reading the kit's CSV files, with the rules in one place.
 
-All files are header-less, comma-separated text (MURA's official files). Two strictness levels:
-- a participant's file must be exactly to the contract: UTF-8 without a byte-order mark, LF
-  line endings, no header; anything else is a ParticipantError saying what to change;
-- an organiser's file (gold, strata, index) may have a BOM, CRLF endings and a header row,
-  as copies of MURA's files do; what cannot be read is a HostError. A HostError can reach a
-  participant (a Codabench log), so it names lines and columns, never a vote, and shows study
-  paths with their `_positive`/`_negative` suffixes hidden.
+All files are header-less, comma-separated text (MURA's official files), split into fields as
+RFC 4180 says, by Python's csv module (pandas, which the official script read files with, splits
+them the same way): a quoted field is one field, commas and all, and `"path",1` is the row
+`path,1`. Fields are stripped of blanks; blank lines are skipped. No field holds a line break
+(no study path does: a quote left open is reported on the line that opens it).
+
+Two strictness levels:
+- a participant's file must be to the contract: UTF-8, no header, at most 64 MiB; what breaks
+  it is a ParticipantError saying what to change. A byte-order mark and CRLF line endings break
+  it too, but the official script read them, so they are read with a note (errors.note);
+- an organiser's file (gold, strata, index) may also have a header row; it has no size bound
+  (it is the organiser's own data, and a large synthetic test set is theirs to make); what
+  cannot be read is a HostError. A HostError can reach a participant (a Codabench log), so it
+  names lines and columns, never a vote, and shows study paths with their
+  `_positive`/`_negative` suffixes hidden.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from scorer.errors import HostError, ParticipantError, ScoringError, examples, hide_labels
-from scorer.files import read_file
+from scorer.errors import HostError, ParticipantError, ScoringError, examples, hide_labels, note, shorten
+from scorer.files import MiB, read_file
 from scorer.paths import normalize_study, study_key, study_type
 
 BOM = b"\xef\xbb\xbf"
 BINARY = ("0", "1")
+BLANK = ((), ("",))  # the fields of a blank line
 PREDICTION_FORM = "`study_path/,0|1`, e.g. `MURA-v1.1/valid/XR_WRIST/patient11185/study1/,1`"
+# A participant's file: output.csv of MURA's 207 test studies is about 12 KB, of a million
+# studies about 60 MB.
+PARTICIPANT_FILE_LIMIT = 64 * MiB
+TOO_LARGE_ADVICE = "write one short line per study and nothing else"
+FIELD_WIDTH = 60  # characters of a file's value shown in a message
 
 
-@dataclass(frozen=True)
-class Row:
-    line: int  # 1-based line number in the file
+class Row(NamedTuple):  # a tuple: a million of them are made in well under a second
+    line: int  # 1-based line number in the file (of the row's start)
     fields: tuple[str, ...]
 
 
@@ -41,15 +58,11 @@ def read_rows(path: str | Path, *, what: str, participant: bool) -> list[Row]:
     """
     error: type[ScoringError] = ParticipantError if participant else HostError
     path = Path(path)
-    data = read_file(path, what, "a CSV file", error)
+    limit = PARTICIPANT_FILE_LIMIT if participant else None
+    data = read_file(path, what, "a CSV file", error, limit=limit, advice=TOO_LARGE_ADVICE)
 
-    if data.startswith(BOM):
-        if participant:
-            raise error(
-                f"{what} starts with a UTF-8 byte-order mark (bytes EF BB BF); expected plain "
-                "UTF-8 text without a BOM; save it without the BOM (in Python: "
-                "open(path, 'w', encoding='utf-8'), not 'utf-8-sig')"
-            )
+    bom = data.startswith(BOM)
+    if bom:
         data = data[len(BOM) :]
     try:
         text = data.decode("utf-8")
@@ -61,28 +74,94 @@ def read_rows(path: str | Path, *, what: str, participant: bool) -> list[Row]:
         ) from None
     if "\x00" in text:
         raise error(f"{what} contains NUL bytes: it looks binary; expected a text CSV file")
+    if participant:
+        _note_windows_habits(what, bom, text.count("\r\n"))
 
-    lines = text.split("\n")
-    crlf = [i + 1 for i, line in enumerate(lines) if line.endswith("\r")]
-    if crlf and participant:
-        raise error(
-            f"{what} has Windows line endings (CRLF) on {len(crlf)} of "
-            f"{sum(1 for line in lines if line.strip())} lines (first: line {crlf[0]}); "
-            "expected LF (\\n) only; write it with newline='\\n' or convert it with dos2unix"
-        )
-    rows = [
-        Row(i + 1, tuple(field.strip() for field in line.rstrip("\r").split(",")))
-        for i, line in enumerate(lines)
-        if line.strip()
-    ]
+    rows = [row for row in _split(text, what, error) if row.fields not in BLANK]
     if not rows:
         found = "0 bytes" if not data else "only blank lines"
         raise error(f"{what} {path} is empty: expected one CSV line per entry, found {found}")
     return rows
 
 
+def _note_windows_habits(what: str, bom: bool, crlf: int) -> None:
+    """The official script read a byte-order mark and CRLF endings (pandas does): so does the
+    kit, saying so."""
+    habits = (["a UTF-8 byte-order mark"] if bom else []) + (["Windows line endings (CRLF)"] if crlf else [])
+    if habits:
+        note(
+            f"{what} has {' and '.join(habits)}; read all the same, as the official script did "
+            "(the contract asks for UTF-8 without a BOM and LF line endings)"
+        )
+
+
+def csv_field(text: str) -> str:
+    """`text` as one CSV field: quoted as RFC 4180 says when it holds a comma, a quote or a line
+    end, as it is otherwise (MURA's paths never need quotes)."""
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _split(text: str, what: str, error: type[ScoringError]) -> list[Row]:
+    """Every line of the file (blank ones too) split into stripped fields by the csv module.
+    A record over several lines is refused: no path holds a line break, it is always a quote
+    left open, and it would shift every line number after it."""
+    reader = _reader(text)
+    try:
+        rows = [Row(line, tuple(map(str.strip, record))) for line, record in enumerate(reader, 1)]
+    except csv.Error:
+        rows = None
+    lines = text.count("\n") + (1 if text and not text.endswith("\n") else 0)
+    if rows is None or len(rows) != lines:
+        raise error(f"{what} {_first_problem(text)}")
+    return rows
+
+
+def _reader(text: str) -> Iterator[list[str]]:
+    # Lines end at LF only (a CR before it ends the record too). As in RFC 4180 and pandas, a
+    # quote opens a quoted field only as its first character: ` "a,b"` is two fields.
+    return csv.reader(io.StringIO(text, newline="\n"))
+
+
+def _first_problem(text: str) -> str:
+    """Where and what the first record that cannot be split, or runs over lines, is."""
+    reader = _reader(text)
+    start = 1
+    try:
+        for _ in reader:
+            if reader.line_num > start:
+                break
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        if reader.line_num == start:
+            return f"line {start}: {_csv_problem(exc)}"
+    return (
+        f"line {start}: a quoted field runs on to line {reader.line_num}; expected every field "
+        'on its own line (no path holds a line break); close the quote (") on the line that opens it'
+    )
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    """What the csv module's error means, in the file's terms."""
+    reason = str(exc)
+    if reason.startswith("field larger than field limit"):
+        return (
+            f"a field of more than {csv.field_size_limit():,} characters; expected a study path "
+            "and short values"
+        )
+    if reason.startswith("new-line character seen in unquoted field"):
+        return "a carriage return (\\r) inside the line; expected LF or CRLF line endings only"
+    return f"cannot be split into fields ({shorten(reason, FIELD_WIDTH)})"
+
+
 def _lines(rows: Sequence[Row], limit: int = 5) -> str:
     return examples((str(row.line) for row in rows), limit)
+
+
+def _shown(field: str) -> str:
+    """A field of an organiser's file, as a message may show it: quoted, short, label-free."""
+    return shorten(repr(hide_labels(field)), FIELD_WIDTH)
 
 
 def _looks_like_header(row: Row) -> bool:
@@ -93,8 +172,7 @@ def _looks_like_header(row: Row) -> bool:
 # --- the participant's predictions and probabilities -----------------------------------------
 
 
-@dataclass(frozen=True)
-class Prediction:
+class Prediction(NamedTuple):  # a tuple, as Row: a 64 MiB file can hold ten million
     line: int
     study: str  # canonical key
     written: str  # the path as the participant wrote it
@@ -145,9 +223,10 @@ def read_predictions(path: str | Path, kind: SubmissionFile = PREDICTIONS) -> li
     rows = read_rows(path, what=what, participant=True)
 
     if len(rows[0].fields) == 2 and _looks_like_header(rows[0]) and not kind.accept(rows[0].fields[1]):
+        header = shorten(repr(",".join(rows[0].fields)), FIELD_WIDTH)
         raise ParticipantError(
-            f"{what} line 1 looks like a header ({','.join(rows[0].fields)!r}); expected no "
-            f"header, every line {kind.form}; delete the first line"
+            f"{what} line 1 looks like a header ({header}); expected no header, every line "
+            f"{kind.form}; delete the first line"
         )
     wrong = [row for row in rows if len(row.fields) != 2]
     if wrong:
@@ -169,7 +248,7 @@ def read_predictions(path: str | Path, kind: SubmissionFile = PREDICTIONS) -> li
         raise ParticipantError(
             f"{what}: expected the second field to be {kind.expected} on every line; found other "
             f"values on {len(bad)} of {len(rows)} lines (lines {_lines(bad)}: "
-            f"{examples(map(repr, values))}); {kind.hint(values)}"
+            f"{examples(map(repr, values), width=FIELD_WIDTH)}); {kind.hint(values)}"
         )
     return [
         Prediction(row.line, normalize_study(row.fields[0]), row.fields[0], float(row.fields[1]))
@@ -237,7 +316,8 @@ def read_gold(path: str | Path, what: str = "gold file") -> RaterTable:
             f"{what} {path}: rater names in the header must be unique and non-empty, found {raters}"
         )
 
-    bad = [row for row in rows if any(value not in BINARY for value in row.fields[1:])]
+    votes_text = [row.fields[1:] for row in rows]
+    bad = [] if set(chain.from_iterable(votes_text)) <= set(BINARY) else _rows_not_binary(rows)
     if bad:
         # Where, not what: the row's other values are votes.
         column = next(i for i, value in enumerate(bad[0].fields[1:]) if value not in BINARY)
@@ -255,10 +335,16 @@ def read_gold(path: str | Path, what: str = "gold file") -> RaterTable:
             f"{what} {path}: expected every study path to contain its study type as an "
             f"XR_{{TYPE}} folder (e.g. MURA-v1.1/valid/XR_WRIST/patient11185/study1/); "
             f"found {len(untyped)} without one (lines {_lines(untyped)}, e.g. "
-            f"{hide_labels(untyped[0].fields[0])!r})"
+            f"{_shown(untyped[0].fields[0])})"
         )
-    votes = np.array([[int(v) for v in row.fields[1:]] for row in rows], dtype=np.int8)
+    # Every vote is "0" or "1", one ASCII byte: the votes as bytes, less b"0".
+    flat = np.frombuffer("".join(chain.from_iterable(votes_text)).encode("ascii"), dtype=np.uint8)
+    votes = (flat - ord("0")).astype(np.int8).reshape(len(rows), k)
     return RaterTable(str(path), studies, tuple(types), tuple(raters), votes)  # type: ignore[arg-type]
+
+
+def _rows_not_binary(rows: Sequence[Row]) -> list[Row]:
+    return [row for row in rows if any(value not in BINARY for value in row.fields[1:])]
 
 
 def _check_unique(keys: Sequence[str], rows: Sequence[Row], what: str, path: str | Path) -> None:
@@ -305,7 +391,7 @@ def read_strata(path: str | Path, studies: Sequence[str]) -> dict[str, tuple[str
     if bad:
         raise HostError(
             f"{what} {path}: expected one or more finding names separated by ';' (letters, digits, "
-            f"space, _ . + -) after the study; found {bad[0].fields[1]!r} on line {bad[0].line}"
+            f"space, _ . + -) after the study; found {_shown(bad[0].fields[1])} on line {bad[0].line}"
             f"{f' and {len(bad) - 1} more rows' if len(bad) > 1 else ''}"
         )
     keys = [study_key(row.fields[0]) for row in rows]
@@ -315,7 +401,7 @@ def read_strata(path: str | Path, studies: Sequence[str]) -> dict[str, tuple[str
     if unknown:
         raise HostError(
             f"{what} {path}: expected only studies of the gold file; found {len(unknown)} others "
-            f"(lines {_lines(unknown)}, e.g. {hide_labels(unknown[0].fields[0])!r}); fix the paths "
+            f"(lines {_lines(unknown)}, e.g. {_shown(unknown[0].fields[0])}); fix the paths "
             "or the gold file"
         )
     return {gold_study[key]: names for key, names in zip(keys, findings)}

@@ -33,10 +33,10 @@ def align(
         else:
             first[key] = prediction
     if repeated:
-        shown = (f"{hide_labels(key)} (lines {', '.join(map(str, ls))})" for key, ls in repeated.items())
+        shown = (f"{hide_labels(key)} (lines {examples(lines, 3)})" for key, lines in repeated.items())
         raise ParticipantError(
-            f"{what}: expected exactly one row per study; found {len(repeated)} studies with more "
-            f"than one row: {examples(shown)}; keep one row for each study (a study folder's "
+            f"{what}: expected exactly one row per study; found {len(repeated):,} studies with more "
+            f"than one row: {examples(shown, 3)}; keep one row for each study (a study folder's "
             "label suffix, if you write one, does not make it another study)"
         )
 
@@ -54,13 +54,13 @@ def align(
     if extra:
         shown = (f"{hide_labels(p.written)} (line {p.line})" for p in extra)
         raise ParticipantError(
-            f"{what}: expected rows only for the {len(studies)} studies in the input; found "
-            f"{len(extra)} rows for other studies: {examples(shown)}; remove them{hint}"
+            f"{what}: expected rows only for the {len(studies):,} studies in the input; found "
+            f"{len(extra):,} rows for other studies: {examples(shown, 3)}; remove them{hint}"
         )
     if missing:
         raise ParticipantError(
-            f"{what}: expected one row for each of the {len(studies)} studies in the input, "
-            f"found {matched}; missing {len(missing)}: {examples(map(hide_labels, missing))}; "
+            f"{what}: expected one row for each of the {len(studies):,} studies in the input, "
+            f"found {matched:,}; missing {len(missing):,}: {examples(map(hide_labels, missing), 3)}; "
             f"add a row {kind.form} for each (predict every study, even when unsure){hint}"
         )
     dtype = np.int8 if kind is PREDICTIONS else np.float64

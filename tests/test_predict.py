@@ -21,6 +21,7 @@ from PIL import Image
 from reference_model.bundle import read_manifest, write_manifest
 from reference_model.infer import PredictError, predict, read_input
 from scorer.files import file_sha256
+from scorer.formats import PROBABILITIES, read_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 PREDICT = ROOT / "submission" / "predict.py"
@@ -560,6 +561,23 @@ def test_bf16_stays_close_to_fp32(data, bundle, reference, tmp_path, monkeypatch
     probs = {s: float(p) for s, p in rows(tmp_path / "p.csv")}
     diff = max(abs(probs[s] - reference[s]) for s in reference)
     assert 0 < diff < 0.05
+
+
+def test_a_quoted_image_path_holding_a_comma_is_one_path(data, bundle, reference, tmp_path, monkeypatch):
+    """RFC 4180: `"a,b/image1.png"` is one path (it used to fail the whole input), and its study
+    is written quoted, so that the scorer reads it back as that one study."""
+    study = next(iter(reference))
+    comma = study.replace("/patient", "/patient,")
+    shutil.copytree(data / study, tmp_path / comma)
+    images = sorted(p.name for p in (data / study).iterdir())
+    inp = tmp_path / "input.csv"
+    inp.write_text("".join(f'"{comma}{name}"\n' for name in images))
+    monkeypatch.chdir(tmp_path)
+    predict(inp, tmp_path / "o.csv", bundle, probabilities=tmp_path / "p.csv", progress=False)
+    [label] = read_predictions(tmp_path / "o.csv")
+    [probability] = read_predictions(tmp_path / "p.csv", PROBABILITIES)
+    assert label.written == probability.written == comma
+    assert probability.value == pytest.approx(reference[study], abs=1e-6)
 
 
 def test_read_input_rejects_nothing_it_can_read_and_explains_what_it_cannot(tmp_path):

@@ -219,8 +219,6 @@ def _variants(preds: list[str]) -> dict[str, tuple[list[str] | bytes, tuple[str,
         "header": (["study,label"] + preds, ("looks like a header", "delete the first line")),
         "empty": (b"", ("is empty", "0 bytes")),
         "blank lines only": (b"\n \n\n", ("is empty", "only blank lines")),
-        "bom": (b"\xef\xbb\xbf" + text.encode(), ("byte-order mark",)),
-        "crlf": (text.replace("\n", "\r\n").encode(), ("CRLF", "28 of 28 lines")),
         "latin-1": (text.replace(first_path, first_path + "\xe9").encode("latin-1"), ("not UTF-8", "0xe9")),
         "nothing matches": ([p.replace("MURA-v1.1/", "data/") for p in preds], ("none of your study paths",)),
     }
@@ -238,6 +236,88 @@ def test_missing_predictions_file(case, tmp_path):
     gold, _, _ = case
     assert_participant_error(mura("score", gold, tmp_path / "nope.csv"), "does not exist")
     assert_participant_error(mura("score", gold, tmp_path), "is a folder")
+
+
+@pytest.mark.parametrize(
+    "form, needle",
+    [
+        (lambda text: b"\xef\xbb\xbf" + text.encode(), "a UTF-8 byte-order mark;"),
+        (lambda text: text.replace("\n", "\r\n").encode(), "Windows line endings (CRLF);"),
+        (
+            lambda text: b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode(),
+            "a UTF-8 byte-order mark and Windows line endings (CRLF);",
+        ),
+    ],
+    ids=["bom", "crlf", "both"],
+)
+def test_a_bom_and_crlf_are_read_as_the_official_script_read_them_with_a_note(case, tmp_path, form, needle):
+    """pandas, which the official evaluate.py read submissions with, accepts both: a submission
+    that scored there scores here, with one line on stderr saying what the contract asks for."""
+    gold, sub, _ = case
+    windows = write(tmp_path / "windows.csv", form(sub.read_text()))
+    proc = mura("score", gold, windows, "--format", "json", "--resamples", "50")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [f"note: predictions file has {needle} " + NOTE_END]
+    plain = mura("score", gold, sub, "--format", "json", "--resamples", "50")
+    assert json.loads(proc.stdout)["model"] == json.loads(plain.stdout)["model"]
+
+
+NOTE_END = (
+    "read all the same, as the official script did (the contract asks for UTF-8 without a BOM and "
+    "LF line endings)"
+)
+
+
+def test_quoted_fields_are_one_field_in_gold_predictions_probabilities_and_strata(case, tmp_path):
+    """RFC 4180, as pandas reads it: `"path",1` is `path,1`, and a quoted path may hold a comma."""
+    gold, _, preds = case
+    comma = "MURA-v1.1/test/XR_HAND/patient1,2/study1_positive/"
+    quoted_gold = write(tmp_path / "gold.csv", [f'"{comma}",1,1,1,0,0,0', *gold.read_text().splitlines()])
+    rows = [p.rsplit(",", 1) for p in preds]
+    all_quoted = write(tmp_path / "quoted.csv", [f'"{comma}",1'] + [f'"{p}",{v}' for p, v in rows])
+    as_before = write(tmp_path / "plain.csv", [f'"{comma}",1', *preds])
+    probs = write(tmp_path / "probs.csv", [f'"{comma}",0.9'] + [f'"{p}",0.{v}' for p, v in rows])
+    strata = write(tmp_path / "strata.csv", [f'"{comma}",fracture'])
+    args = ("--format", "json", "--resamples", "50")
+    a = mura("score", quoted_gold, all_quoted, "--probabilities", probs, "--strata", strata, *args)
+    b = mura("score", quoted_gold, as_before, *args)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    result = json.loads(a.stdout)
+    assert result["n_studies"] == 29 and result["model"]["Hand"]["n"] == 5
+    assert result["model"] == json.loads(b.stdout)["model"]
+    assert result["strata"]["groups"]["fracture"]["n"] == 1 and result["roc"]["auc"] is not None
+
+
+def test_a_participant_file_over_64_mib_is_refused_with_its_size(case, tmp_path):
+    gold, _, _ = case
+    big = tmp_path / "big.csv"
+    with big.open("wb") as handle:
+        handle.truncate(64 * 2**20 + 1)  # sparse: nothing is written
+    assert_participant_error(
+        mura("score", gold, big), "is 64.0 MiB (67,108,865 bytes); expected a CSV file of at most 64 MiB"
+    )
+
+
+def test_messages_stay_short_whatever_the_submission(case, tmp_path):
+    """At most 500 characters and five examples: a 3 MB line is not echoed back, and 100,000
+    rows over 200 studies do not list every line of every duplicate."""
+    gold, _, _ = case
+    three_mb = write(tmp_path / "line.csv", ["MURA-v1.1/test/XR_HAND/" + "x" * 3_000_000 + "/,1"])
+    repeated = write(tmp_path / "repeated.csv", [f"{study(i % 200, 1)},1" for i in range(100_000)])
+    value = write(tmp_path / "value.csv", [f"{study(0, 1)},{'9' * 100_000}"])
+    cases = {
+        three_mb: (),
+        repeated: (
+            "found 200 studies with more than one row: MURA-v1.1/test/XR_ELBOW/patient11000/study1/ "
+            "(lines 1, 201, 401 and 497 more), ",
+            "(lines 3, 203, 403 and 497 more) and 197 more; keep one row for each study",
+        ),
+        value: ("(lines 1: '9999999999", "9…9", "9999999999'); threshold probabilities first"),
+    }
+    for sub, needles in cases.items():
+        proc = mura("score", gold, sub)
+        assert_participant_error(proc, *needles)
+        assert len(proc.stderr.strip()) <= 500, proc.stderr[:1000]
 
 
 def test_blank_lines_between_rows_are_ignored(case, tmp_path):

@@ -198,3 +198,45 @@ def test_predictions_zipped_inside_a_folder_get_a_hint(tmp_path):
     proc = run(input_dir, tmp_path / "output")
     assert proc.returncode == 2
     assert "sub/output.csv in a folder: zip the file itself" in last_line(proc)
+
+
+@pytest.mark.parametrize("prefix, crlf", [(b"\xef\xbb\xbf", False), (b"", True), (b"\xef\xbb\xbf", True)])
+def test_predictions_with_a_bom_or_crlf_are_scored_with_a_note(tmp_path, prefix, crlf):
+    """As the official script (pandas) read them: the same scores, and one note on stderr."""
+    input_dir = make_input(tmp_path / "plain")
+    assert run(input_dir, tmp_path / "plain" / "output").returncode == 0
+    output = input_dir / "res" / "output.csv"
+    text = output.read_text()
+    output.write_bytes(prefix + (text.replace("\n", "\r\n") if crlf else text).encode())
+    proc = run(input_dir, tmp_path / "output")
+    assert proc.returncode == 0, proc.stderr
+    [note] = proc.stderr.splitlines()
+    assert note.startswith("note: predictions file has ") and "read all the same" in note
+    assert ("byte-order mark" in note) == bool(prefix) and ("CRLF" in note) == crlf
+    assert (tmp_path / "output" / "scores.json").read_text() == (
+        tmp_path / "plain" / "output" / "scores.json"
+    ).read_text()
+
+
+def test_predictions_over_64_mib_are_refused_before_they_are_read(tmp_path):
+    input_dir = make_input(tmp_path)
+    with (input_dir / "res" / "output.csv").open("r+b") as handle:
+        handle.truncate(64 * 2**20 + 1)  # sparse
+    proc = run(input_dir, tmp_path / "output")
+    assert proc.returncode == 2
+    line = last_line(proc)
+    assert line.startswith("submission error: predictions file ")
+    assert "is 64.0 MiB (67,108,865 bytes); expected a CSV file of at most 64 MiB" in line
+
+
+def test_the_organisers_error_line_stays_within_500_characters(tmp_path):
+    input_dir = make_input(tmp_path)
+    lines = (input_dir / "ref" / "test.csv").read_text().splitlines()
+    long = "MURA-v1.1/test/XR_HAND/" + "p" * 600 + "/study1_positive/"
+    twice = [f"{long},1,1,1,0,0,0", f"{long},0,1,1,0,0,0"]
+    (input_dir / "ref" / "test.csv").write_text("\n".join([*lines, *twice]))
+    proc = run(input_dir, tmp_path / "output")
+    assert proc.returncode == 3
+    line = last_line(proc)
+    assert len(line) <= 500 and "…" in line and line.endswith("keep one row per study")
+    assert line.startswith("organiser error: the organisers' reference data or scoring set-up is invalid")

@@ -22,7 +22,15 @@ import sys
 import traceback
 from pathlib import Path
 
-from scorer.errors import HostError, ParticipantError, ScoringError, hide_labels
+from scorer.errors import (
+    MESSAGE_LIMIT,
+    HostError,
+    ParticipantError,
+    ScoringError,
+    hide_labels,
+    notes_on_stderr,
+    shorten,
+)
 from scorer.files import read_file, write_together
 
 GOLD_NAMES = ("test.csv", "gold.csv", "valid_labeled_studies.csv")
@@ -141,11 +149,12 @@ def run(input_dir: Path, output_dir: Path) -> None:
 
 def host_line(exc: HostError) -> str:
     """The participant-visible line for the organisers' error: whose fault it is, then the
-    detail (HostError messages carry no labels or votes)."""
-    return (
+    detail (HostError messages carry no labels or votes), shortened to keep the line short."""
+    intro = (
         f"{exc.prefix}: the organisers' reference data or scoring set-up is invalid (your "
-        f"submission was not scored; the organisers must fix this): {exc.message}"
+        "submission was not scored; the organisers must fix this): "
     )
+    return intro + shorten(exc.message, MESSAGE_LIMIT - len(intro))
 
 
 def main(argv: list[str]) -> int:
@@ -153,7 +162,8 @@ def main(argv: list[str]) -> int:
         print("organiser error: usage: python -m scorer.codabench INPUT OUTPUT", file=sys.stderr)
         return 3
     try:
-        run(Path(argv[0]), Path(argv[1]))
+        with notes_on_stderr():  # a BOM or CRLF in the predictions: read, and said so
+            run(Path(argv[0]), Path(argv[1]))
     except HostError as exc:
         print(host_line(exc), file=sys.stderr)
         return exc.exit_code

@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from scorer import report
-from scorer.errors import HostError, ParticipantError
+from scorer.errors import HostError, ParticipantError, shorten
 from scorer.files import file_sha256, write_atomic
 from scorer.formats import (
     PREDICTIONS,
@@ -168,7 +168,7 @@ def evaluate(
         write_atomic(out / "score.html", report.to_html(verdict.result))
         kappa = verdict.result.get("Overall_Mean")
         progress.stage(f"scored: overall kappa {'undefined' if kappa is None else f'{kappa:.3f}'}")
-    verdict.reason = reason
+    verdict.reason = None if reason is None else shorten(reason)  # the participant reads it
     write_outcome(out / "outcome.json", verdict, limits, cap)
     if db is not None:
         verdict.recorded = record(db, verdict, submission)

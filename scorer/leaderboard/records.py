@@ -13,7 +13,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from scorer.errors import HostError
+from scorer.errors import HostError, shorten
 from scorer.files import read_file
 from scorer.leaderboard.schema import GROUPS, KIT
 
@@ -333,9 +333,10 @@ def from_result(result: object, entry: Entry, *, source: str = "result", scored:
 
 
 def from_failure(reason: object, entry: Entry, *, scored: str | None = None) -> Record:
-    """A submission that could not be scored, with the reason (one line)."""
+    """A submission that could not be scored, with the reason (one short line: the participant
+    reads it)."""
     submitter, model, institution, link, submitted, content = check_entry(entry)
-    why = text(reason, "reason", lenient=True)
+    why = shorten(text(reason, "reason", lenient=True) or "")
     if not why:
         raise HostError("reason: expected why the submission failed, found nothing")
     return Record(
