@@ -32,12 +32,11 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(BIN)/python bench/bench_score.py
 
-# The Codabench / CodaLab Competitions scoring program: scorer/ and metadata.yaml at the zip's root.
-codabench-bundle:
-	rm -rf build/codabench && mkdir -p build/codabench dist
-	cp -r scorer build/codabench/ && cp scorer/codabench/metadata.yaml build/codabench/
-	find build/codabench -name __pycache__ -prune -exec rm -rf {} +
-	cd build/codabench && $(PYTHON) -m zipfile -c ../../dist/scoring_program.zip metadata.yaml scorer
+# The Codabench / CodaLab Competitions scoring program alone (metadata.yaml and the scorer modules
+# it imports); `mura codabench bundle` writes a whole Codabench competition with it.
+codabench-bundle: $(STAMP)
+	mkdir -p dist
+	$(BIN)/mura codabench scoring-program dist/scoring_program.zip
 
 # The docker images (docker/): `make image [EVAL_BASE=...] [EVAL_EXTRAS=model]`, `make scoring-image`.
 # A CA bundle in $PIP_CERT (a proxy's) is handed to pip inside the build via docker/certs/.
