@@ -15,8 +15,9 @@ from pathlib import Path
 
 from scorer.errors import HostError
 from scorer.leaderboard import records
-from scorer.leaderboard.records import SCORED, Record
+from scorer.leaderboard.records import Record
 from scorer.leaderboard.schema import GROUPS
+from scorer.leaderboard.store import Entry
 
 _LINK_AT_END = re.compile(r"(?:^|(?<=[\s)]))(https?://\S+)$")
 _LATEST_UNIX_TIME = 253402300799  # 9999-12-31T23:59:59Z
@@ -120,18 +121,8 @@ def read_item(item: object) -> Record:
     ran_ok = isinstance(ran, (int, float)) and not isinstance(ran, bool) and 0 <= ran <= _LATEST_UNIX_TIME
     scored = records.unix_iso(ran) if ran_ok else submitted
     what = {"codalab": values, "description": submission.get("description")}  # the scores as read (NaN: null)
-    return Record(
-        identity=records.identity(SCORED, user, None, submitted, what),
-        submitter=user,
-        model=parsed.model,
-        institution=parsed.institution,
-        link=parsed.link,
-        submitted=submitted,
-        scored=scored,
-        status=SCORED,
-        reason=None,
-        scores=values,
-    )
+    entry = Entry(user, parsed.model, parsed.institution, parsed.link, submitted)
+    return records.from_import(entry, values, what, scored=scored)
 
 
 def read_dump(path: str | Path) -> tuple[list[Record], list[Skipped]]:

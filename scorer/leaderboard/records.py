@@ -350,6 +350,28 @@ def from_failure(reason: object, entry: Entry, *, scored: str | None = None) -> 
     )
 
 
+def from_import(entry: Entry, scores: Scores, what: object, *, scored: str, dated: bool = True) -> Record:
+    """A scored entry of another platform's leaderboard export (a CodaLab dump, Codabench's
+    results), checked like an `add` entry. `what` is what was scored, as the export holds it;
+    with `dated` the submission date is part of the identity too (the export has no other mark
+    of the submission). An import states every detail: a second one corrects (or clears) them."""
+    submitter, model, institution, link, submitted, content = check_entry(entry)
+    submitted = submitted or now_iso()
+    return Record(
+        identity=identity(SCORED, submitter, content, submitted if dated else None, what),
+        submitter=submitter,
+        model=model,
+        institution=institution,
+        link=link,
+        submitted=submitted,
+        scored=scored,
+        status=SCORED,
+        reason=None,
+        scores=scores,
+        content_sha256=content,
+    )
+
+
 # --- reading the organiser's JSON files ---------------------------------------------------------
 
 
