@@ -340,3 +340,26 @@ def test_the_scoring_program_zip_holds_only_what_it_imports_and_runs_from_it_alo
     files = proc.stdout.split("FILES", 1)[1].split()
     assert files and all(Path(f).is_relative_to(tmp_path / "program") for f in files), files
     assert json.loads((tmp_path / "output" / "scores.json").read_text())["Overall_Mean"] == 1.0
+
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "real"  # as test_score_real_data finds it
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not (REAL / "images").is_dir(), reason="the real MURA images (../shared/real) are absent")
+def test_real_mura_studies_bundle_with_their_bytes_and_no_label_in_a_name(tmp_path):
+    images = sorted((REAL / "images" / "MURA-v1.1").rglob("*.png"))
+    studies = [p.parent.relative_to(REAL / "images").as_posix() + "/" for p in images]
+    index = (REAL / "MURA-v1.1" / "valid_labeled_studies.csv").read_text().split()
+    labels = dict(line.split(",") for line in index)
+    gold = tmp_path / "gold.csv"
+    gold.write_text("".join(f"{study},{labels[study]}\n" for study in dict.fromkeys(studies)))
+    out = make_bundle(tmp_path / "c.zip", REAL / "images", gold)
+    folder = unpack(out, tmp_path / "unpacked")
+    listed = (folder / "test_input_data" / "input.csv").read_text().splitlines()
+    mapping = read_map(private_of(out) / "test_map.csv")
+    assert len(listed) == len(studies) and set(mapping.values()) == set(studies)
+    for path in listed:
+        assert "positive" not in path and "patient" not in path
+        original = REAL / "images" / mapping[path.rsplit("/", 1)[0] + "/"] / Path(path).name
+        assert (folder / "test_input_data" / path).read_bytes() == original.read_bytes()
