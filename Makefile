@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEMO ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench install clean codabench-bundle image scoring-image hadolint
+.PHONY: demo test lint bench install clean codabench-bundle image scoring-image codabench-image hadolint
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,19 +32,20 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(BIN)/python bench/bench_score.py
 
-# The Codabench / CodaLab Competitions scoring program: scorer/ and metadata.yaml at the zip's root.
-codabench-bundle:
-	rm -rf build/codabench && mkdir -p build/codabench dist
-	cp -r scorer build/codabench/ && cp scorer/codabench/metadata.yaml build/codabench/
-	find build/codabench -name __pycache__ -prune -exec rm -rf {} +
-	cd build/codabench && $(PYTHON) -m zipfile -c ../../dist/scoring_program.zip metadata.yaml scorer
+# The Codabench / CodaLab Competitions scoring program alone (metadata.yaml and the scorer modules
+# it imports); `mura codabench bundle` writes a whole Codabench competition with it.
+codabench-bundle: $(STAMP)
+	mkdir -p dist
+	$(BIN)/mura codabench scoring-program dist/scoring_program.zip
 
-# The docker images (docker/): `make image [EVAL_BASE=...] [EVAL_EXTRAS=model]`, `make scoring-image`.
+# The docker images (docker/): `make image [EVAL_BASE=...] [EVAL_EXTRAS=model]`, `make scoring-image`,
+# `make codabench-image` (the evaluation image laid out for Codabench's compute workers).
 # A CA bundle in $PIP_CERT (a proxy's) is handed to pip inside the build via docker/certs/.
 EVAL_IMAGE ?= mura-evaluation:latest
 EVAL_BASE ?=
 EVAL_EXTRAS ?= model
 SCORING_IMAGE ?= mura-scoring:latest
+CODABENCH_IMAGE ?= mura-codabench:latest
 DOCKER_BUILD = docker build --network host
 
 docker/certs/build-ca.crt:
@@ -57,8 +58,11 @@ image: docker/certs/build-ca.crt
 scoring-image: docker/certs/build-ca.crt
 	$(DOCKER_BUILD) -f docker/scoring.Dockerfile -t $(SCORING_IMAGE) .
 
+codabench-image: image
+	$(DOCKER_BUILD) -f docker/codabench.Dockerfile --build-arg BASE=$(EVAL_IMAGE) -t $(CODABENCH_IMAGE) .
+
 hadolint: $(STAMP)
-	$(BIN)/hadolint docker/evaluation.Dockerfile docker/scoring.Dockerfile
+	$(BIN)/hadolint docker/evaluation.Dockerfile docker/scoring.Dockerfile docker/codabench.Dockerfile
 
 clean:
 	rm -rf $(VENV) build $(DEMO) .pytest_cache .ruff_cache

@@ -22,6 +22,12 @@ COMMANDS: dict[str, tuple[str, str, str | None, str]] = {
         None,
         "Keep the leaderboard: record results, import a CodaLab dump, render the table.",
     ),
+    "codabench": (
+        "scorer.codabench.cli",
+        "group",
+        None,
+        "Host the competition on Codabench: write the whole competition bundle.",
+    ),
     "evaluate": (
         "scorer.harness.cli",
         "evaluate",

@@ -12,7 +12,9 @@ Options, all optional, come from INPUT/ref/scoring.json: {"gold_raters": ["Rad1"
 A failure exits non-zero; the last line on stderr is what the participant sees, so it says
 what to fix, and never shows gold labels: a submission's error says what to change; the
 organisers' (a broken gold file or scoring.json) says only that their reference data is
-invalid, with a detail that names lines and columns, never a label or a vote.
+invalid, with a detail that names lines and columns, never a label or a vote. On Codabench a
+failed prediction step does not fail the submission by itself: the kit's ingestion program
+leaves its last line in INPUT/res/ingestion_failed.txt, and this program ends with that line.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ PREDICTION_NAMES = ("output.csv", "predictions.csv")
 CONFIG = "scoring.json"
 CONFIG_FORM = '{"gold_raters": ["Rad1", "Rad4", "Rad5"], "seed": 0, "resamples": 10000}'
 OUTPUTS = ("scores.json", "scores.txt", "detailed_results.html")
+# Written into res/ by the ingestion program (scorer.codabench.ingestion) while it runs and when
+# it fails: the line it ended with. Codabench scores even when the prediction step failed.
+INGESTION_FAILED = "ingestion_failed.txt"
 
 
 def _pick(folder: Path, preferred: tuple[str, ...], error: type[ScoringError], what: str) -> Path:
@@ -115,11 +120,27 @@ def _output_folder(output_dir: Path) -> None:
         raise HostError(f"OUTPUT {output_dir} cannot be created ({exc.strerror})") from None
 
 
+def ingestion_failure(res: Path) -> ScoringError | None:
+    """The failure the ingestion program left in res/ (its last line, read back as the error it
+    was), if any. A submission can only make itself fail with such a file."""
+    marker = res / INGESTION_FAILED
+    if marker.is_symlink() or not marker.is_file():
+        return None
+    line = " ".join(marker.read_bytes()[:2000].decode("utf-8", "replace").split()) or "no reason"
+    for kind in (ParticipantError, HostError, ScoringError):
+        if line.startswith(f"{kind.prefix}: "):
+            return kind(line.removeprefix(f"{kind.prefix}: "))
+    return ScoringError(line)
+
+
 def run(input_dir: Path, output_dir: Path) -> None:
     from scorer import report
     from scorer.pipeline import score_files
 
     ref, res = input_dir / "ref", input_dir / "res"
+    failed = ingestion_failure(res)
+    if failed is not None:
+        raise failed
     gold = _pick(ref, GOLD_NAMES, HostError, "gold file")
     settings = _settings(ref)
     _output_folder(output_dir)

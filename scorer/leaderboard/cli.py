@@ -40,6 +40,7 @@ def group() -> None:
     mura leaderboard add RESULT.json --submitter NAME [--model M --institution I --link URL --date D]
     mura leaderboard add --failed REASON --submitter NAME [--sha256 HEX]
     mura leaderboard import-codalab DUMP.json
+    mura leaderboard import-codabench RESULTS.json [--submissions SUBMISSIONS.csv]
     mura leaderboard render [--format md|html|csv|json] [--out FILE] [--keep all|best|latest]
     """
 
@@ -237,4 +238,48 @@ def import_codalab(dump: Path, strict: bool, db: Path) -> None:
         line += f"; {len(guessed)} split by a guess (listed on stderr)"
     if skipped:
         line += f"; {len(skipped)} skipped (listed on stderr)"
+    click.echo(line)
+
+
+@group.command("import-codabench")
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option(
+    "--submissions",
+    type=click.Path(path_type=Path),
+    help="Codabench's submissions export (CSV, /api/submissions/?phase=N&format=csv): the submission "
+    "dates. Without it every entry is dated today.",
+)
+@click.option("--phase", help="The phase whose leaderboard to import. Default: the only one, else Test.")
+@click.option("--strict", is_flag=True, help="Record nothing (and exit 3) if any entry cannot be read.")
+@db_option
+def import_codabench(
+    results: Path, submissions: Path | None, phase: str | None, strict: bool, db: Path
+) -> None:
+    """Record the entries of a Codabench competition's results export (RESULTS.json, from
+    /api/competitions/<id>/results.json) made by `mura codabench bundle`: the overall and per-type
+    kappas from its columns, model, institution and link from the fact sheet answers. An entry that
+    cannot be read is listed on stderr and skipped; importing the same export again adds nothing."""
+    from scorer.leaderboard.codabench import read_results
+    from scorer.leaderboard.store import open_store
+
+    try:
+        rows, skipped, title = read_results(results, phase=phase, submissions=submissions)
+        for item in skipped:
+            click.echo(item.line(str(results)), err=True)
+        if skipped and strict:
+            raise HostError(
+                f"{len(skipped)} entries of {results} cannot be read (listed above); nothing recorded"
+            )
+        with open_store(db) as store:
+            added = sum(new for _, new in store.add_many(rows))
+    except ScoringError as exc:
+        fail(exc)
+    line = (
+        f"imported {len(rows)} entries of {title!r} from {results} into {db}: {added} new, "
+        f"{len(rows) - added} already there"
+    )
+    if skipped:
+        line += f"; {len(skipped)} skipped (listed on stderr)"
+    if submissions is None and rows:
+        line += "; dated today (give --submissions for their dates)"
     click.echo(line)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from scorer.errors import HostError
 from scorer.leaderboard import records
-from scorer.leaderboard.records import SCORED, Record
+from scorer.leaderboard.records import Record
 from scorer.leaderboard.schema import CODALAB, GROUPS
+from scorer.leaderboard.store import Entry
 
 # A link at the end, after a space or the `)` (the MURA page's script took the text from the
 # last `http`); a `www.` address counts too and gets `http://` in front.
@@ -176,20 +177,8 @@ def read_item(item: object, index: int = 0) -> tuple[Record, Guessed | None]:
     ran_ok = isinstance(ran, (int, float)) and not isinstance(ran, bool) and 0 <= ran <= _LATEST_UNIX_TIME
     scored = records.unix_iso(ran) if ran_ok else submitted
     what = {"codalab": values, "description": submission.get("description")}  # the scores as read (NaN: null)
-    record = Record(
-        identity=records.identity(SCORED, user, None, submitted, what),
-        submitter=user,
-        model=parsed.model,
-        institution=parsed.institution,
-        link=parsed.link,
-        submitted=submitted,
-        scored=scored,
-        status=SCORED,
-        reason=None,
-        scores=values,
-        note=parsed.note,
-        source=CODALAB,
-    )
+    entry = Entry(user, parsed.model, parsed.institution, parsed.link, submitted)
+    record = records.from_import(entry, values, what, scored=scored, note=parsed.note, source=CODALAB)
     return record, None if parsed.guess is None else Guessed(index, record, description or "", parsed.guess)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from scorer.errors import HostError, shorten
 from scorer.files import read_file
-from scorer.leaderboard.schema import GROUPS, KIT
+from scorer.leaderboard.schema import CODALAB, GROUPS, KIT
 
 if TYPE_CHECKING:
     from scorer.leaderboard.store import Entry
@@ -153,11 +153,14 @@ def text(value: object, field: str, *, lenient: bool = False) -> str | None:
     return folded or None
 
 
-def check_entry(entry: Entry) -> tuple[str, str | None, str | None, str | None, str | None, str | None]:
+def check_entry(
+    entry: Entry, *, anonymous: bool = False
+) -> tuple[str | None, str | None, str | None, str | None, str | None, str | None]:
     """(submitter, model, institution, link, submitted or None, content_sha256 or None), tidied.
-    A bad field is an EntryError (a HostError) naming it."""
+    A bad field is an EntryError (a HostError) naming it. With `anonymous` (a CodaLab entry
+    without a user name) the submitter may be None."""
     submitter = _entry_field("submitter", text, entry.submitter, "submitter")
-    if not submitter:
+    if not submitter and not anonymous:
         raise EntryError("submitter", "submitter: expected the submitter's name, found nothing")
     link = _entry_field("link", text, entry.link, "link")
     if link is not None and not LINK.fullmatch(link):
@@ -352,6 +355,41 @@ def from_failure(reason: object, entry: Entry, *, scored: str | None = None) -> 
         scores=NO_SCORES,
         content_sha256=content,
         given=given(entry),
+    )
+
+
+def from_import(
+    entry: Entry,
+    scores: Scores,
+    what: object,
+    *,
+    scored: str,
+    dated: bool = True,
+    note: str | None = None,
+    source: str = KIT,
+) -> Record:
+    """A scored entry of another platform's leaderboard export (a CodaLab dump, Codabench's
+    results), checked like an `add` entry. `what` is what was scored, as the export holds it;
+    with `dated` the submission date is part of the identity too (the export has no other mark
+    of the submission). An import states every detail: a second one corrects (or clears) them.
+    `source` says whose intervals these are (schema.CODALAB: the official script's); only a
+    CodaLab entry may be anonymous (the MURA page showed entries without a user name)."""
+    submitter, model, institution, link, submitted, content = check_entry(entry, anonymous=source == CODALAB)
+    submitted = submitted or now_iso()
+    return Record(
+        identity=identity(SCORED, submitter, content, submitted if dated else None, what),
+        submitter=submitter,
+        model=model,
+        institution=institution,
+        link=link,
+        submitted=submitted,
+        scored=scored,
+        status=SCORED,
+        reason=None,
+        scores=scores,
+        content_sha256=content,
+        note=note,
+        source=source,
     )
 
 

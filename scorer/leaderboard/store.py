@@ -46,7 +46,7 @@ class Entry:
     same submission again sets the model, institution and link given (an empty one clears it)
     and keeps those that are None."""
 
-    submitter: str
+    submitter: str | None  # None only for an anonymous CodaLab entry (records.from_import)
     model: str | None = None
     institution: str | None = None
     link: str | None = None
