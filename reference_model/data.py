@@ -198,18 +198,20 @@ def _to_rgb(image, name: str):
     from PIL import Image
 
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        image = Image.fromarray(_to_8_bits(np.asarray(image, dtype=np.float32), name))
+        image = Image.fromarray(_to_8_bits(np.asarray(image, dtype=np.float32), name, image.mode == "F"))
     elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA").convert("RGB")  # drop the alpha channel
     return image.convert("RGB")
 
 
-def _to_8_bits(array: np.ndarray, name: str) -> np.ndarray:
+def _to_8_bits(array: np.ndarray, name: str, floating: bool = False) -> np.ndarray:
     """16-bit, 32-bit or float greyscale in 8 bits. Values from 0 up keep their scale (brought
-    down by the maximum when it passes 255); signed data (any value below 0) is scaled by its
-    range, the lowest value black, rather than clipped at 0, which would blacken half a
-    zero-centred image. NaN or infinite pixels (no reading there) become black and do not
-    stretch the range; an image with no finite pixel at all holds nothing to see: unreadable."""
+    down by the maximum when it passes 255); a float image within [0, 1] is on the unit scale
+    float images use, brought up to 255 (else it would come out black); signed data (any value
+    below 0) is scaled by its range, the lowest value black, rather than clipped at 0, which
+    would blacken half a zero-centred image. NaN or infinite pixels (no reading there) become
+    black and do not stretch the range; an image with no finite pixel at all holds nothing to
+    see: unreadable."""
     finite = np.isfinite(array)
     if not finite.any():
         raise ImageError(f"{name} holds no finite pixel values (all NaN or infinite)")
@@ -220,6 +222,8 @@ def _to_8_bits(array: np.ndarray, name: str) -> np.ndarray:
             array = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
         elif high > 255:
             array = array * (255.0 / high)
+        elif floating and high <= 1.0:
+            array = array * 255.0
     return np.where(finite, array, 0.0).clip(0, 255).astype(np.uint8)
 
 

@@ -132,15 +132,17 @@ def read_input(
 
 def group_studies(paths: list[str], warn: Callable[[str], None]) -> tuple[list[str], list[Study]]:
     """Each image once (the first time it is listed) and the studies in order of first
-    appearance. An image listed again (the same path, as read_input made it: an absolute path
-    under the working directory is the same as its relative form) would count twice in its
+    appearance. An image listed again (the same path, as read_input made it and spelled
+    plainly: an absolute path under the working directory is the same as its relative form,
+    `./a/x.png` the same as `a/x.png`) would count twice in its
     study's mean; it counts once, with one warning for all such repeats."""
     images: dict[str, int] = {}
     studies: dict[str, Study] = {}
     repeated: dict[str, None] = {}
-    for image in paths:
+    for listed in paths:
+        image = os.path.normpath(listed)  # `./a/x.png` and `a//x.png` name the file `a/x.png` does
         if image in images:
-            repeated[image] = None
+            repeated[listed] = None
             continue
         images[image] = len(images)
         key = study_of_image(image)

@@ -471,6 +471,16 @@ def test_a_float_image_with_negative_values_is_scaled_by_its_range_not_clipped_a
     assert np.asarray(load_image(tmp_path / "flat.tif")).max() == 0
 
 
+def test_a_float_image_on_the_unit_scale_is_brought_up_to_255_not_left_black(tmp_path):
+    # Float images are usually written in [0, 1]; cast to 8 bits as they are, all would be black.
+    values = np.tile(np.array([[0.0, 0.25, 0.5, 0.75, 1.0]], np.float32), (6, 2))
+    Image.fromarray(values, mode="F").save(tmp_path / "unit.tif")
+    assert_every_reader_sees(tmp_path / "unit.tif", np.floor(values * 255).astype(np.uint8), tmp_path)
+    # Beyond 1 the values keep their 8-bit scale, as before.
+    Image.fromarray(values * 200, mode="F").save(tmp_path / "byte.tif")
+    assert_every_reader_sees(tmp_path / "byte.tif", np.floor(values * 200).astype(np.uint8), tmp_path)
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny")

@@ -751,9 +751,10 @@ def test_an_image_listed_twice_counts_once_in_its_study_with_one_warning(
 ):
     lines = image_lines(data)
     multi = [images for images in studies_of(lines).values() if len(images) >= 2]
-    first, second = multi[0][0], multi[1][1]
-    # Again as written, twice more; and in absolute form, the same image after read_input.
-    listed = [*lines, first, str(data / second), first]
+    first, second, third = multi[0][0], multi[1][1], multi[2][0]
+    # Again as written, twice more; in absolute form, the same image after read_input; and
+    # spelled `./...`, the same file.
+    listed = [*lines, first, str(data / second), first, f"./{third}"]
     (tmp_path / "input.csv").write_text("\n".join(listed) + "\n")
     monkeypatch.chdir(data)
     warned: list[str] = []
@@ -770,5 +771,6 @@ def test_an_image_listed_twice_counts_once_in_its_study_with_one_warning(
     assert max(abs(probs[s] - reference[s]) for s in probs) < 1e-6
     assert summary.images == len(lines)
     assert warned == [
-        f"2 images are listed more than once ({first}, {second}); each counts once in its study's mean"
+        f"3 images are listed more than once ({first}, {second}, ./{third}); each counts once in its "
+        "study's mean"
     ]
