@@ -185,3 +185,28 @@ def inspector_report(log: Path) -> dict:
     lines = [line for line in log.read_text().splitlines() if line.startswith("REPORT ")]
     assert len(lines) == 1, log.read_text()[-2000:]
     return json.loads(lines[0].removeprefix("REPORT "))
+
+
+def test_a_real_study_path_holding_a_comma_survives_the_map_back(tmp_path):
+    # Paths are quoted as RFC 4180 says in every CSV the harness writes (map.csv, predictions.csv):
+    # split on the comma, the map back and the scored predictions would name other studies.
+    import csv
+
+    from scorer.formats import PREDICTIONS, read_predictions
+    from scorer.harness.evaluate import write_real
+
+    hidden = tmp_path / "hidden"
+    studies = [f"MURA-v1.1/test/XR_WRIST/patient{i},x/study1_positive/" for i in (1, 2)]
+    for study in studies:
+        (hidden / study).mkdir(parents=True)
+        (hidden / study / "image1.png").write_bytes(b"\x89PNG" + study.encode())
+    gold = tmp_path / "gold.csv"
+    gold.write_text("".join(f'"{study}",1,0,1\n' for study in studies))
+    staged = anonymise(hidden, read_gold(gold), tmp_path / "data", tmp_path / "private")
+    with (tmp_path / "private" / MAP_NAME).open(newline="") as handle:
+        rows = [row for row in csv.reader(handle) if not row[0].startswith("#")][1:]
+    assert sorted(real for _, real in rows) == studies
+    answer = tmp_path / "output.csv"
+    answer.write_text("".join(f"{case},1\n" for case in staged.studies))
+    write_real(staged, answer, tmp_path / "predictions.csv", PREDICTIONS)
+    assert sorted(p.written for p in read_predictions(tmp_path / "predictions.csv")) == studies

@@ -41,7 +41,7 @@ from scorer.codabench.layout import FACT_SHEET, leaderboard
 from scorer.errors import HostError
 from scorer.formats import RaterTable, read_gold, read_strata
 from scorer.gold import choose_panel
-from scorer.harness.anonymise import MAP_NAME, Anonymised, anonymise, remove_tree
+from scorer.harness.anonymise import MAP_NAME, Anonymised, anonymise, map_text, remove_tree
 from scorer.harness.sandbox import DATA_MOUNT
 from scorer.pipeline import score_table
 from scorer.settings import Settings
@@ -484,10 +484,7 @@ def private_files(phases: list[Phase], strata: Path | None) -> dict[str, str]:
     files: dict[str, str] = {}
     for phase in phases:
         assert phase.staged is not None
-        rows = "".join(f"{case},{real}\n" for case, real in phase.cases.items())
-        files[f"{phase.split}_{MAP_NAME}"] = (
-            f"# anonymisation seed {phase.staged.seed}\nanonymised_study,study\n{rows}"
-        )
+        files[f"{phase.split}_{MAP_NAME}"] = map_text(phase.cases, phase.staged.seed)
         files[f"{phase.split}_gold.csv"] = gold_text(phase)
     if strata is not None:
         test = phases[-1]

@@ -19,13 +19,14 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from scorer.errors import HostError, examples
-from scorer.formats import RaterTable
+from scorer.formats import RaterTable, csv_field
 from scorer.harness.sandbox import DATA_MOUNT
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -61,9 +62,9 @@ def study_images(test_dir: Path, table: RaterTable) -> dict[str, list[Path]]:
         found[study] = images
     if missing:
         raise HostError(
-            f"test folder {test_dir}: expected the images of every gold study under it (e.g. "
-            f"{test_dir / table.studies[0]}*.png); found none for {len(missing)} of "
-            f"{len(table.studies)} studies: {examples(missing)}; pass the folder that holds MURA-v1.1/"
+            f"test folder {test_dir}: found none for {len(missing)} of {len(table.studies)} studies: "
+            f"{examples(missing, 2)}; expected the images of every gold study under it (e.g. "
+            f"{test_dir / table.studies[0]}*.png); pass the folder that holds MURA-v1.1/"
         )
     return found
 
@@ -103,9 +104,14 @@ def anonymise(
 
     private.mkdir(parents=True, exist_ok=True)
     private.chmod(0o700)
-    rows = "".join(f"{anon},{study}\n" for anon, study in real.items())
-    (private / MAP_NAME).write_text(f"# anonymisation seed {seed}\nanonymised_study,study\n{rows}")
+    (private / MAP_NAME).write_text(map_text(real, seed))
     return Anonymised(data, tuple(real), real, len(lines), seed)
+
+
+def map_text(real: Mapping[str, str], seed: int) -> str:
+    """The map back, the organiser's private file: each anonymised study and its real one."""
+    rows = "".join(f"{csv_field(anon)},{csv_field(study)}\n" for anon, study in real.items())
+    return f"# anonymisation seed {seed}\nanonymised_study,study\n{rows}"
 
 
 def remove_tree(path: Path) -> None:

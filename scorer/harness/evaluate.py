@@ -41,6 +41,7 @@ from scorer.formats import (
     PREDICTIONS,
     PROBABILITIES,
     SubmissionFile,
+    csv_field,
     read_gold,
     read_predictions,
     read_strata,
@@ -216,10 +217,13 @@ def check_host_inputs(
     if strata is not None:
         read_strata(strata, table.studies)
     if db is not None:  # a file that is not a leaderboard store must not cost a whole run
-        from scorer.leaderboard.store import open_store
+        from scorer.leaderboard.store import check_new_store, open_store
 
-        with open_store(db):
-            pass
+        if db.exists():
+            with open_store(db):
+                pass
+        else:
+            check_new_store(db)  # made when the first result is recorded, not by a refused run
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HostError(f"--out {out} already exists and is not empty; choose a new folder (nothing was run)")
     runner.check(limits)  # the engine answers and has the image; bubblewrap works here
@@ -399,7 +403,7 @@ def map_back(staged: Anonymised, output: Path, private: Path, out: Path) -> str 
 def write_real(staged: Anonymised, path: Path, target: Path, kind: SubmissionFile) -> None:
     values = align(read_predictions(path, kind), staged.studies, kind)
     lines = (
-        f"{staged.real[study]},{int(value) if kind is PREDICTIONS else repr(float(value))}\n"
+        f"{csv_field(staged.real[study])},{int(value) if kind is PREDICTIONS else repr(float(value))}\n"
         for study, value in zip(staged.studies, values)
     )
     write_atomic(target, "".join(lines))

@@ -303,12 +303,7 @@ def open_store(path: str | Path, *, create: bool = True, read_only: bool = False
     if path.is_dir():
         raise HostError(f"leaderboard store {path} is a folder; expected a file (--db PATH)")
     if not path.exists():
-        above = _file_above(path)
-        if above is not None:
-            raise HostError(
-                f"leaderboard store {path} cannot be there: {above} is a file, not a folder; "
-                "give --db a path inside a folder"
-            )
+        _check_place(path)
         if read_only or not create:
             raise HostError(
                 f"leaderboard store {path} does not exist; record a result first "
@@ -319,6 +314,26 @@ def open_store(path: str | Path, *, create: bool = True, read_only: bool = False
         _create(path)
     _check_header(path)
     return _open_read(path) if read_only else _open_write(path)
+
+
+def check_new_store(path: Path) -> None:
+    """That a store can be created at `path` (which does not exist yet), without creating it: a
+    run checked before it starts leaves nothing behind if it is then refused."""
+    _check_place(path)
+    if not path.parent.is_dir():
+        raise HostError(f"cannot create leaderboard store {path}: folder {path.parent} does not exist")
+    why = _not_writable(path, creating=True)
+    if why is not None:
+        raise HostError(f"cannot create leaderboard store {path}: {why}; give --db a path you may write")
+
+
+def _check_place(path: Path) -> None:
+    above = _file_above(path)
+    if above is not None:
+        raise HostError(
+            f"leaderboard store {path} cannot be there: {above} is a file, not a folder; "
+            "give --db a path inside a folder"
+        )
 
 
 def _file_above(path: Path) -> Path | None:
