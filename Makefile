@@ -21,7 +21,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python demo/run.py --out $(DEMO)
 
+# One formatter (ruff format, applied to the whole tree) and the linter; `ruff format .` mends the first.
 lint: $(STAMP)
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
 # The JUnit report lets .ci/run tell "all passed" from "nothing ran".

@@ -28,8 +28,12 @@ from run import MURA, SIZES  # noqa: E402  (demo/run.py: the demo's sizes)
 def mura(*args: object) -> float:
     """Run `mura ARGS` as a whole process; its wall-clock seconds."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mura", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "mura", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"mura {args[0]} failed: {proc.stderr}")
@@ -45,28 +49,58 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or Path(tmp) / "data"
         if args.data is None:
-            mura("synth", data, "--train-studies", size["train"], "--valid-studies", size["valid"],
-                 "--test-studies", size["test"], "--image-size", size["image"], "--seed", 0)  # fmt: skip
+            mura(
+                "synth",
+                data,
+                "--train-studies",
+                size["train"],
+                "--valid-studies",
+                size["valid"],
+                "--test-studies",
+                size["test"],
+                "--image-size",
+                size["image"],
+                "--seed",
+                0,
+            )
         tree = data / MURA
         images = len((tree / "test_image_paths.csv").read_text().splitlines()) + len(
             (tree / "valid_image_paths.csv").read_text().splitlines()
         )
-        common = ["--test", data, "--gold", tree / "test_radiologists.csv",
-                  "--strata", tree / "test_strata.csv", "--valid", data,
-                  "--valid-gold", tree / "valid_labeled_studies.csv", "--start", "2026-03-01",
-                  "--test-start", "2026-04-01", "--resamples", size["resamples"]]  # fmt: skip
+        common = [
+            "--test",
+            data,
+            "--gold",
+            tree / "test_radiologists.csv",
+            "--strata",
+            tree / "test_strata.csv",
+            "--valid",
+            data,
+            "--valid-gold",
+            tree / "valid_labeled_studies.csv",
+            "--start",
+            "2026-03-01",
+            "--test-start",
+            "2026-04-01",
+            "--resamples",
+            size["resamples"],
+        ]
         for label, extra in (("images in the zip", []), ("--data-on-worker", ["--data-on-worker"])):
             times = [
                 mura("codabench", "bundle", *common, *extra, "--out", Path(tmp) / f"c{label[0]}{i}.zip")
                 for i in range(args.repeat)
             ]
             zipped = (Path(tmp) / f"c{label[0]}0.zip").stat().st_size / 1e6
-            print(f"mura codabench bundle, {label}: {size['test']} + {size['valid']} studies, "
-                  f"{images:,} images, {zipped:.1f} MB zip: median {statistics.median(times):.2f} s "
-                  f"of {args.repeat} ({', '.join(f'{t:.2f}' for t in times)}); target < 30 s")  # fmt: skip
+            print(
+                f"mura codabench bundle, {label}: {size['test']} + {size['valid']} studies, "
+                f"{images:,} images, {zipped:.1f} MB zip: median {statistics.median(times):.2f} s "
+                f"of {args.repeat} ({', '.join(f'{t:.2f}' for t in times)}); target < 30 s"
+            )
     flags = set(Path("/proc/cpuinfo").read_text().split()) & {"amx_tile", "avx512_bf16", "avx2"}
-    print(f"CPU flags: {', '.join(sorted(flags)) or 'none of amx_tile, avx512_bf16, avx2'}; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"CPU flags: {', '.join(sorted(flags)) or 'none of amx_tile, avx512_bf16, avx2'}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ def limit(bundle: Path, size: int, seconds: float = 20.0) -> float:
     """Images per second through the whole ensemble, forward only, on ready tensors."""
     from reference_model.bundle import read_manifest
     from reference_model.infer import OnnxEngine, available_cpus
+
     engine = OnnxEngine(bundle / read_manifest(bundle).onnx.file, available_cpus())
     batch = np.random.default_rng(0).standard_normal((engine.batch_size, size, size, 3)).astype(np.float32)
     engine(batch)  # warm-up: the first run of a shape sets the kernels up

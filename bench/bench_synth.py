@@ -47,8 +47,10 @@ def main() -> None:
     total = sum(summary.images.values())
     kit = total / summary.seconds
     base = baseline(options, args.baseline_images)
-    print(f"mura synth: {total:,} images at 512 px in {summary.seconds:.1f} s = {kit:,.0f} images/s; "
-          f"baseline (one process, PNG level 6): {base:,.0f} images/s -> {kit / base:.1f}x")  # fmt: skip
+    print(
+        f"mura synth: {total:,} images at 512 px in {summary.seconds:.1f} s = {kit:,.0f} images/s; "
+        f"baseline (one process, PNG level 6): {base:,.0f} images/s -> {kit / base:.1f}x"
+    )
 
 
 if __name__ == "__main__":

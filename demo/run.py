@@ -35,11 +35,27 @@ MURA = "MURA-v1.1"
 # Measured: bench/README.md ("make demo").
 SIZES = {
     "small": dict(
-        train=400, valid=80, test=600, image=96, arch="densenet121", epochs=4, members=2, batch=16, lr=1e-3,
+        train=400,
+        valid=80,
+        test=600,
+        image=96,
+        arch="densenet121",
+        epochs=4,
+        members=2,
+        batch=16,
+        lr=1e-3,
         resamples=10_000,
     ),
     "tiny": dict(
-        train=12, valid=6, test=12, image=48, arch="densenet121", epochs=1, members=2, batch=8, lr=1e-3,
+        train=12,
+        valid=6,
+        test=12,
+        image=48,
+        arch="densenet121",
+        epochs=1,
+        members=2,
+        batch=8,
+        lr=1e-3,
         resamples=200,
     ),
 }
@@ -117,8 +133,21 @@ def main() -> None:
     start = time.perf_counter()
 
     # 1. The data: a MURA-shaped tree with six generated radiologists and each study's finding.
-    mura("synth", data, "--train-studies", size["train"], "--valid-studies", size["valid"],
-         "--test-studies", size["test"], "--image-size", size["image"], "--seed", 0, "--force")  # fmt: skip
+    mura(
+        "synth",
+        data,
+        "--train-studies",
+        size["train"],
+        "--valid-studies",
+        size["valid"],
+        "--test-studies",
+        size["test"],
+        "--image-size",
+        size["image"],
+        "--seed",
+        0,
+        "--force",
+    )
     # synth reuses a tree made with the same options and replaces one made with others (an older
     # demo's): what was made from an older tree is made again.
     data_time = (data / SYNTH_MARKER).stat().st_mtime
@@ -134,9 +163,25 @@ def main() -> None:
             skip(f"training member {i}", run)
             continue
         resume = ["--resume"] if (run / "last.pt").is_file() else []
-        mura("train", data, "--out", run, "--arch", size["arch"], "--image-size", size["image"],
-             "--epochs", size["epochs"], "--batch-size", size["batch"], "--lr", size["lr"],
-             "--seed", i, *resume)  # fmt: skip
+        mura(
+            "train",
+            data,
+            "--out",
+            run,
+            "--arch",
+            size["arch"],
+            "--image-size",
+            size["image"],
+            "--epochs",
+            size["epochs"],
+            "--batch-size",
+            size["batch"],
+            "--lr",
+            size["lr"],
+            "--seed",
+            i,
+            *resume,
+        )
 
     # 3. ... and bundles it into the submission folder, beside predict.py.
     bundle = submission / "bundle"
@@ -157,11 +202,40 @@ def main() -> None:
     else:
         shutil.rmtree(evaluation, ignore_errors=True)
         model = f"{size['arch'].replace('densenet', 'DenseNet-')} x{size['members']} (demo)"
-        mura("evaluate", submission, "--test", data, "--gold", gold,
-             "--strata", data / MURA / "test_strata.csv", "--out", evaluation, "--db", board,
-             "--runner", sandbox(), "--image", EVALUATION_IMAGE, "--timeout", 600, "--memory", "6g",
-             "--cpus", 2, "--resamples", size["resamples"], "--submitter", "demo", "--model", model,
-             "--institution", "MURA kit", "--link", LINK)  # fmt: skip
+        mura(
+            "evaluate",
+            submission,
+            "--test",
+            data,
+            "--gold",
+            gold,
+            "--strata",
+            data / MURA / "test_strata.csv",
+            "--out",
+            evaluation,
+            "--db",
+            board,
+            "--runner",
+            sandbox(),
+            "--image",
+            EVALUATION_IMAGE,
+            "--timeout",
+            600,
+            "--memory",
+            "6g",
+            "--cpus",
+            2,
+            "--resamples",
+            size["resamples"],
+            "--submitter",
+            "demo",
+            "--model",
+            model,
+            "--institution",
+            "MURA kit",
+            "--link",
+            LINK,
+        )
 
     # 5. Everyone sees the leaderboard.
     mura("leaderboard", "render", "--db", board, "--format", "md", "--out", out / "leaderboard.md")

@@ -36,7 +36,7 @@ def shorten(text: str, limit: int = MESSAGE_LIMIT) -> str:
         return text
     tail = (limit - len(ELLIPSIS)) // 2
     head = limit - len(ELLIPSIS) - tail
-    return f"{text[:head]}{ELLIPSIS}{text[len(text) - tail:]}"
+    return f"{text[:head]}{ELLIPSIS}{text[len(text) - tail :]}"
 
 
 class ScoringError(Exception):

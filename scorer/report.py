@@ -57,17 +57,41 @@ def _header(result: dict) -> list[str]:
 
 
 def model_section(result: dict) -> Section:
-    head = ["Study type", "n", "Kappa", "Bootstrap CI", "Asymptotic CI", "Accuracy",
-            "Sensitivity", "Specificity", "F1", "TP", "FP", "TN", "FN"]  # fmt: skip
+    head = [
+        "Study type",
+        "n",
+        "Kappa",
+        "Bootstrap CI",
+        "Asymptotic CI",
+        "Accuracy",
+        "Sensitivity",
+        "Specificity",
+        "F1",
+        "TP",
+        "FP",
+        "TN",
+        "FN",
+    ]
     rows = []
     for group in result["groups"]:
         r = result["model"][group]
-        rows.append([
-            group, str(r["n"]), _f(r["kappa"]), _ci(r["kappa_lower"], r["kappa_upper"]),
-            _ci(r["kappa_asymptotic_lower"], r["kappa_asymptotic_upper"]), _f(r["accuracy"]),
-            _f(r["sensitivity"]), _f(r["specificity"]), _f(r["f1"]),
-            str(r["tp"]), str(r["fp"]), str(r["tn"]), str(r["fn"]),
-        ])  # fmt: skip
+        rows.append(
+            [
+                group,
+                str(r["n"]),
+                _f(r["kappa"]),
+                _ci(r["kappa_lower"], r["kappa_upper"]),
+                _ci(r["kappa_asymptotic_lower"], r["kappa_asymptotic_upper"]),
+                _f(r["accuracy"]),
+                _f(r["sensitivity"]),
+                _f(r["specificity"]),
+                _f(r["f1"]),
+                str(r["tp"]),
+                str(r["fp"]),
+                str(r["tn"]),
+                str(r["fn"]),
+            ]
+        )
     return Section("Model", head, rows)
 
 
@@ -85,13 +109,17 @@ def radiologist_section(result: dict) -> Section:
     notes = []
     best = result["best_radiologist"]
     if best:
-        notes.append(f"Best radiologist: {best['name']}, overall kappa {_f(best['kappa'])} "
-                     f"{_ci(best['lower'], best['upper'])}")  # fmt: skip
+        notes.append(
+            f"Best radiologist: {best['name']}, overall kappa {_f(best['kappa'])} "
+            f"{_ci(best['lower'], best['upper'])}"
+        )
     return Section(
         "Radiologists (kappa and bootstrap CI) and model − radiologist "
         "(paired over the same resamples; * = the interval excludes 0)",
-        head, rows, notes,
-    )  # fmt: skip
+        head,
+        rows,
+        notes,
+    )
 
 
 def strata_section(result: dict) -> Section:
@@ -102,19 +130,27 @@ def strata_section(result: dict) -> Section:
     for stratum, group in strata["groups"].items():
         metric, m = group["metric"], group[MODEL]
         d = m["difference"]
-        rows.append([
-            stratum, str(group["n"]), str(group["abnormal"]), metric, _with_ci(m, metric),
-            _f(m[f"all_studies_{metric}"]),
-            f"{_f(d['difference'])} {_ci(d['lower'], d['upper'])}{' !' if group['flag'] else ''}",
-            *(_with_ci(group[name], metric) for name in names),
-        ])  # fmt: skip
+        rows.append(
+            [
+                stratum,
+                str(group["n"]),
+                str(group["abnormal"]),
+                metric,
+                _with_ci(m, metric),
+                _f(m[f"all_studies_{metric}"]),
+                f"{_f(d['difference'])} {_ci(d['lower'], d['upper'])}{' !' if group['flag'] else ''}",
+                *(_with_ci(group[name], metric) for name in names),
+            ]
+        )
     notes = [f"{strata['unstratified']} studies have no stratum."]
     notes += [f"WARNING: {flag}" for flag in strata["flags"]]
     return Section(
         "Strata: the model's sensitivity (specificity for a mostly normal stratum) within each "
         "stratum, against its value over all studies (! = significantly below)",
-        head, rows, notes,
-    )  # fmt: skip
+        head,
+        rows,
+        notes,
+    )
 
 
 def roc_section(result: dict) -> Section:
@@ -227,14 +263,20 @@ def roc_png(roc: dict) -> bytes:
 
     fig = Figure(figsize=(5, 5), dpi=100)
     ax = fig.add_subplot()
-    ax.plot(roc["roc"]["fpr"], roc["roc"]["tpr"], color="#1f5fa8", lw=2,
-            label=f"model (AUC {_f(roc['auc'])})")  # fmt: skip
+    ax.plot(
+        roc["roc"]["fpr"], roc["roc"]["tpr"], color="#1f5fa8", lw=2, label=f"model (AUC {_f(roc['auc'])})"
+    )
     ax.plot([0, 1], [0, 1], color="#999", lw=1, ls="--")
     for name, p in roc["radiologists"].items():
         ax.plot(p["fpr"], p["tpr"], "o", color="#c0392b" if p["under_curve"] else "#27ae60")
         ax.annotate(name, (p["fpr"], p["tpr"]), textcoords="offset points", xytext=(5, -10), fontsize=8)
-    ax.set(xlabel="False positive rate (1 − specificity)", ylabel="True positive rate (sensitivity)",
-           xlim=(0, 1), ylim=(0, 1.01), title="ROC against the gold standard")  # fmt: skip
+    ax.set(
+        xlabel="False positive rate (1 − specificity)",
+        ylabel="True positive rate (sensitivity)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title="ROC against the gold standard",
+    )
     ax.legend(loc="lower right")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})
@@ -296,8 +338,16 @@ def audit_sections(result: dict) -> list[Section]:
     rows = []
     for group in [OVERALL, *(g for g in result["groups"] if g != OVERALL)]:
         r = result["groups"][group]
-        rows.append([group, str(r["n"]), str(r["tp"] + r["fn"]), _with_ci(r, "sensitivity"),
-                     _with_ci(r, "specificity"), _with_ci(r, "kappa")])  # fmt: skip
+        rows.append(
+            [
+                group,
+                str(r["n"]),
+                str(r["tp"] + r["fn"]),
+                _with_ci(r, "sensitivity"),
+                _with_ci(r, "specificity"),
+                _with_ci(r, "kappa"),
+            ]
+        )
     sections = [Section("The dataset's labels against the gold standard, by study type", head, rows)]
     if "strata" in result:
         srows = [

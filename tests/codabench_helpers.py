@@ -16,9 +16,13 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 def mura(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mura", *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd,
+        [sys.executable, "-m", "mura", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=cwd,
         timeout=300,
-    )  # fmt: skip
+    )
 
 
 def make_bundle(out: Path, test_dir: Path, gold: Path, *options: object) -> Path:

@@ -147,8 +147,9 @@ def organiser_python() -> str:
     """The interpreter an organiser who is not root runs the kit with: the system's python3, of
     the same version as this one (the kit's .venv may point at an interpreter under /root, which
     such an organiser cannot enter)."""
-    version = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
-                             capture_output=True, text=True)  # fmt: skip
+    version = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True
+    )
     if version.stdout.strip() != str(sys.version_info[:2]):
         pytest.skip(f"needs {SYSTEM_PYTHON} of Python {sys.version_info[0]}.{sys.version_info[1]}")
     return SYSTEM_PYTHON

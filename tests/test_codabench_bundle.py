@@ -47,11 +47,32 @@ def data(tmp_path_factory):
 def two_phases(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundle-two") / "competition.zip"
     make_bundle(
-        out, data["test"], data["gold"], "--valid", data["valid"], "--valid-gold", data["valid_gold"],
-        "--strata", data["strata"], "--start", "2026-03-01", "--test-start", "2026-04-01",
-        "--end", "2026-06-30", "--time-limit", 900, "--max-submissions", 30, "--max-submissions-per-day", 3,
-        "--gold-raters", "Rad2,Rad4,Rad6", "--resamples", 500,
-    )  # fmt: skip
+        out,
+        data["test"],
+        data["gold"],
+        "--valid",
+        data["valid"],
+        "--valid-gold",
+        data["valid_gold"],
+        "--strata",
+        data["strata"],
+        "--start",
+        "2026-03-01",
+        "--test-start",
+        "2026-04-01",
+        "--end",
+        "2026-06-30",
+        "--time-limit",
+        900,
+        "--max-submissions",
+        30,
+        "--max-submissions-per-day",
+        3,
+        "--gold-raters",
+        "Rad2,Rad4,Rad6",
+        "--resamples",
+        500,
+    )
     return out, unpack(out, out.parent / "unpacked")
 
 
@@ -99,8 +120,10 @@ def test_competition_yaml_has_every_key_the_v2_unpacker_needs(two_phases):
     assert all(set(p["tasks"]) <= set(indexes) for p in phases)
     assert phases[0]["end"] < phases[1]["start"]  # strictly: equal dates are refused
     assert (phases[0]["start"], phases[1]["start"], phases[1]["end"]) == (
-        "2026-03-01 00:00:00", "2026-04-01 00:00:00", "2026-06-30 00:00:00",
-    )  # fmt: skip
+        "2026-03-01 00:00:00",
+        "2026-04-01 00:00:00",
+        "2026-06-30 00:00:00",
+    )
     for phase in phases:
         limits = ("execution_time_limit", "max_submissions", "max_submissions_per_day")
         assert [phase[k] for k in limits] == [900, 30, 3]
@@ -140,14 +163,19 @@ def test_the_columns_are_the_keys_the_scoring_program_writes(two_phases, tmp_pat
     (tmp_path / "input" / "ref").symlink_to(ref)
     proc = subprocess.run(
         [sys.executable, "-m", "scorer.codabench", str(tmp_path / "input"), str(tmp_path / "out")],
-        capture_output=True, text=True, env=ENV, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     scores = json.loads((tmp_path / "out" / "scores.json").read_text())
     assert set(scores) <= {c.key for c in COLUMNS} and "Overall_Mean" in scores
     assert json.loads((ref / "scoring.json").read_text()) == {
-        "gold_raters": ["Rad2", "Rad4", "Rad6"], "seed": 0, "resamples": 500,
-    }  # fmt: skip
+        "gold_raters": ["Rad2", "Rad4", "Rad6"],
+        "seed": 0,
+        "resamples": 500,
+    }
 
 
 def test_no_label_real_path_or_map_back_in_the_input_data_or_the_starting_kit(data, two_phases):
@@ -158,8 +186,11 @@ def test_no_label_real_path_or_map_back_in_the_input_data_or_the_starting_kit(da
     assert len(mapping) == N_TEST and stat.S_IMODE(private.stat().st_mode) == 0o700
     forbidden = [b"_positive", b"_negative", b"anonymisation seed"]
     forbidden += [s.encode() for s in real] + [s.rstrip("/").rsplit("/", 2)[-2].encode() for s in real]
-    shipped = {"test_input_data": [b"patient", b"MURA-v1.1"], "valid_input_data": [b"patient", b"MURA"],
-               "starting_kit": []}  # fmt: skip
+    shipped = {
+        "test_input_data": [b"patient", b"MURA-v1.1"],
+        "valid_input_data": [b"patient", b"MURA"],
+        "starting_kit": [],
+    }
     for name, more in shipped.items():
         for path in (folder / name).rglob("*"):
             if path.is_file():
@@ -282,8 +313,17 @@ def test_solution_is_zipped_with_predict_py_at_its_root_and_a_large_one_warns(da
 def test_an_organiser_error_is_one_line_and_writes_nothing(data, tmp_path, options, needle):
     names = {"VALID": data["valid"], "VALID_GOLD": data["valid_gold"], "TEST": data["test"]}
     options = [str(names.get(o, o)) for o in options]
-    proc = mura("codabench", "bundle", "--test", data["test"], "--gold", data["gold"], "--out",
-                tmp_path / "c.zip", *options)  # fmt: skip
+    proc = mura(
+        "codabench",
+        "bundle",
+        "--test",
+        data["test"],
+        "--gold",
+        data["gold"],
+        "--out",
+        tmp_path / "c.zip",
+        *options,
+    )
     assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
     assert needle in proc.stderr.strip().splitlines()[-1], proc.stderr
     assert list(tmp_path.iterdir()) == []
@@ -297,8 +337,9 @@ def test_a_missing_image_folder_or_an_existing_bundle_is_refused_before_anything
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]
 
     (tmp_path / "c.private").mkdir()  # an earlier bundle's map back: never overwritten
-    proc = mura("codabench", "bundle", "--test", data["test"], "--gold", data["gold"], "--out",
-                tmp_path / "c.zip")  # fmt: skip
+    proc = mura(
+        "codabench", "bundle", "--test", data["test"], "--gold", data["gold"], "--out", tmp_path / "c.zip"
+    )
     assert proc.returncode == 3 and "c.private already exists" in proc.stderr
     assert not (tmp_path / "c.zip").exists() and list((tmp_path / "c.private").iterdir()) == []
 

@@ -34,15 +34,26 @@ def run_program(folder: Path, module: str, *args: object) -> subprocess.Complete
     """`python3 -m MODULE ARGS` from the program's folder, with the worker's environment only."""
     env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1", "HOME": str(folder)}
     return subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)], cwd=folder, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
-    )  # fmt: skip
+    )
 
 
 def ingest(competition, submission: Path, output: Path, limit: float = 20) -> subprocess.CompletedProcess:
     folder = competition["folder"]
-    return run_program(folder / "ingestion_program", "scorer.codabench.ingestion",
-                       folder / "test_input_data", submission, output, "--time-limit", limit)  # fmt: skip
+    return run_program(
+        folder / "ingestion_program",
+        "scorer.codabench.ingestion",
+        folder / "test_input_data",
+        submission,
+        output,
+        "--time-limit",
+        limit,
+    )
 
 
 def score(competition, output: Path, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -142,8 +153,17 @@ def test_a_worker_without_the_data_is_the_organisers_error(tmp_path):
     submission = copy_submission("well_behaved", tmp_path)
     output = tmp_path / "output"
     output.mkdir()
-    proc = run_program(folder / "ingestion_program", "scorer.codabench.ingestion", folder / "test_input_data",
-                       submission, output, "--time-limit", 20, "--worker-data", worker_data)  # fmt: skip
+    proc = run_program(
+        folder / "ingestion_program",
+        "scorer.codabench.ingestion",
+        folder / "test_input_data",
+        submission,
+        output,
+        "--time-limit",
+        20,
+        "--worker-data",
+        worker_data,
+    )
     line = last_line(proc)
     assert proc.returncode == 3 and line.startswith("organiser error: "), proc.stderr
     assert "lacks or has other bytes for 1 of" in line and held.name in line

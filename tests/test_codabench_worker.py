@@ -33,9 +33,21 @@ IMAGE = os.environ.get("MURA_CODABENCH_TEST_IMAGE", "mura-codabench:test")
 MODEL_IMAGE = os.environ.get("MURA_CODABENCH_MODEL_IMAGE", "mura-codabench:test-model")
 # compute_worker.py: Run._run_program_directory's cap_drop_list and security options.
 CAP_DROP = (
-    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
-    "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
-)  # fmt: skip
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "NET_RAW",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+)
 SECURITY = ("no-new-privileges",)
 WORKER_ENV = ("PYTHONUNBUFFERED=1", "http_proxy=", "https_proxy=")
 MODES = ("images in the bundle", "data on the worker")
@@ -83,18 +95,31 @@ class Worker:
         command = placeholders(meta["command"], kind, scoring)
         name = f"mura-codabench-worker-test-{uuid.uuid4().hex[:12]}"
         output = next(host for host, bind in mounts.items() if bind.startswith("/app/output"))
-        args = ["docker", "run", "--rm", "--name", name, "--network", "none", "--userns", "host",
-                "-w", "/app/program", *(f"--cap-drop={cap}" for cap in CAP_DROP),
-                *(f"--security-opt={option}" for option in SECURITY),
-                *(f"--env={e}" for e in WORKER_ENV)]  # fmt: skip
+        args = [
+            "docker",
+            "run",
+            "--rm",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--userns",
+            "host",
+            "-w",
+            "/app/program",
+            *(f"--cap-drop={cap}" for cap in CAP_DROP),
+            *(f"--security-opt={option}" for option in SECURITY),
+            *(f"--env={e}" for e in WORKER_ENV),
+        ]
         if self.user:
             args += ["--user", self.user]
         for host, bind in {program: "/app/program:z", **mounts, self.data: "/app/data:ro"}.items():
             args += ["-v", f"{host}:{bind}"]
         try:
             # The worker hands the command string to docker-py, which splits it as a shell would.
-            proc = subprocess.run([*args, self.image, *shlex.split(command)], capture_output=True, text=True,
-                                  timeout=timeout)  # fmt: skip
+            proc = subprocess.run(
+                [*args, self.image, *shlex.split(command)], capture_output=True, text=True, timeout=timeout
+            )
         except subprocess.TimeoutExpired:
             subprocess.run(["docker", "rm", "-f", name], capture_output=True)
             raise
@@ -113,8 +138,11 @@ class Worker:
         shutil.copytree(bundle / Path(task["ingestion_program"]).with_suffix(""), run / "ingestion_program")
         shutil.copytree(bundle / Path(task["input_data"]).with_suffix(""), run / "input_data")
         self.open_up(run)
-        mounts = {run / "output": "/app/output:z", run / "program": "/app/ingested_program",
-                  run / "input_data": "/app/input_data"}  # fmt: skip
+        mounts = {
+            run / "output": "/app/output:z",
+            run / "program": "/app/ingested_program",
+            run / "input_data": "/app/input_data",
+        }
         step = self.run(run / "ingestion_program", "ingestion", False, mounts, timeout)
         status = {"exitCode": None, "ingestionExitCode": step.proc.returncode}
         (run / "output" / "metadata").write_text(yaml.safe_dump(status))  # the worker's push_output
@@ -223,8 +251,17 @@ def test_the_reference_submission_scores_as_mura_score_does_against_the_real_gol
     mapping = read_map(private_of(bundle.parent / "competition.zip") / "test_map.csv")
     answer = map_back(predicted.output / "output.csv", mapping, tmp_path / "predictions.csv")
     settings = json.loads((bundle / "test_reference_data" / "scoring.json").read_text())
-    proc = mura("score", data / "MURA-v1.1" / "test_radiologists.csv", answer, "--format", "json",
-                "--seed", settings["seed"], "--resamples", settings["resamples"])  # fmt: skip
+    proc = mura(
+        "score",
+        data / "MURA-v1.1" / "test_radiologists.csv",
+        answer,
+        "--format",
+        "json",
+        "--seed",
+        settings["seed"],
+        "--resamples",
+        settings["resamples"],
+    )
     assert proc.returncode == 0, proc.stderr
     expected = json.loads(proc.stdout)
     assert scores == {key: expected[key] for key in scores}
@@ -277,17 +314,32 @@ def test_the_image_runs_both_steps_as_an_unprivileged_user_too(bundles, tmp_path
     assert scored.proc.returncode == 0, scored.proc.stderr
     assert "Overall_Mean" in json.loads((scored.output / "scores.json").read_text())
     # Where nothing is mounted over it, /app/output is writable by any user as well.
-    probe = subprocess.run(["docker", "run", "--rm", "--network", "none", "--user", "1000:1000", IMAGE,
-                            "sh", "-c", "touch /app/output/x /app/shared/x && echo $HOME && pwd"],
-                           capture_output=True, text=True)  # fmt: skip
+    probe = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            "1000:1000",
+            IMAGE,
+            "sh",
+            "-c",
+            "touch /app/output/x /app/shared/x && echo $HOME && pwd",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert probe.returncode == 0 and probe.stdout.split() == ["/tmp", "/app/program"], probe.stderr
 
 
 @pytest.mark.required_in_ci
 def test_the_image_has_no_entrypoint_and_runs_as_root_by_default():
     skip_without(IMAGE)
-    proc = subprocess.run(["docker", "image", "inspect", IMAGE, "--format", "{{json .Config}}"],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        ["docker", "image", "inspect", IMAGE, "--format", "{{json .Config}}"], capture_output=True, text=True
+    )
     config = json.loads(proc.stdout)
     assert not config.get("Entrypoint") and config["WorkingDir"] == "/app/program"
     assert config.get("User", "") in ("", "0", "0:0", "root")

@@ -76,8 +76,12 @@ def test_the_build_context_holds_the_sources_and_never_the_data():
         "docker/certs",
         "docker/base_torch_constraints.py",
     }
-    sources = [src for kind, value in instructions(EVALUATION) + instructions(SCORING) if kind == "COPY"
-               for src in value.split()[:-1]]  # fmt: skip
+    sources = [
+        src
+        for kind, value in instructions(EVALUATION) + instructions(SCORING)
+        if kind == "COPY"
+        for src in value.split()[:-1]
+    ]
     assert {src.rstrip("/") for src in sources} <= allowed
 
 
@@ -91,8 +95,10 @@ def test_the_images_install_the_kit_with_the_projects_pins():
     # As `make install` does (Makefile: pip install -c constraints.txt): the releases known to work.
     assert "-c constraints.txt" in (ROOT / "Makefile").read_text()
     for dockerfile in (EVALUATION, SCORING):
-        assert any(kind == "COPY" and "constraints.txt" in value.split()[:-1]
-                   for kind, value in instructions(dockerfile))  # fmt: skip
+        assert any(
+            kind == "COPY" and "constraints.txt" in value.split()[:-1]
+            for kind, value in instructions(dockerfile)
+        )
     assert "-c /opt/mura-kit/constraints.txt" in pip_install(SCORING)
     # The evaluation image: the pins as base_torch_constraints.py passes them on (a base's torch kept).
     install = pip_install(EVALUATION)

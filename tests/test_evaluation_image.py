@@ -102,8 +102,16 @@ def make_image(base: str, tag: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     # pip inside the build reaches PyPI through the machine's proxy: the CA bundle (as .ci/docker-up).
     env.setdefault("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt")
-    command = ["make", "--no-print-directory", "-C", str(ROOT), "image",
-               f"EVAL_IMAGE={tag}", f"EVAL_BASE={base}", "EVAL_EXTRAS=model"]  # fmt: skip
+    command = [
+        "make",
+        "--no-print-directory",
+        "-C",
+        str(ROOT),
+        "image",
+        f"EVAL_IMAGE={tag}",
+        f"EVAL_BASE={base}",
+        "EVAL_EXTRAS=model",
+    ]
     return subprocess.run(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=BUILD_TIMEOUT
     )
@@ -139,8 +147,12 @@ def test_the_model_extra_keeps_the_base_images_torch_and_torchvision(run_label, 
     assert build.returncode == 0, build.stdout[-5000:]
     found = json.loads(in_image(image, INSPECT))
     assert (found["torch"], found["torchvision"]) == (torch, torchvision)
-    assert found["modules"] == [torch, torchvision, "A stand-in for the real torch.",
-                                "A stand-in for the real torchvision."]  # fmt: skip
+    assert found["modules"] == [
+        torch,
+        torchvision,
+        "A stand-in for the real torch.",
+        "A stand-in for the real torchvision.",
+    ]
     assert found["onnxruntime"] and found["mura-kit"]  # the rest of the model extra, from PyPI
     assert "keeping the base image's torch 2.3.0, torchvision 0.18.0" in build.stdout
 

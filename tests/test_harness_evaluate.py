@@ -218,7 +218,8 @@ def test_what_a_submission_leaves_in_output_is_removed_and_an_unreadable_answer_
     assert not (tmp_path / "r2" / "sandbox").exists()
     with open_store(db) as store:
         assert store.query("SELECT submitter, status, reason FROM submissions ORDER BY id") == [
-            ("c", "scored", None), ("l", "failed", verdict.reason)
+            ("c", "scored", None),
+            ("l", "failed", verdict.reason),
         ]
 
 
@@ -358,15 +359,26 @@ def test_an_out_folder_that_is_not_empty_is_refused(hidden, tmp_path):
     assert (tmp_path / "run" / "result.json").read_text() == "{}"
 
 
-
 @pytest.mark.required_in_ci
 def test_mura_evaluate_exits_2_for_a_failed_submission_and_0_for_a_scored_one(hidden, tmp_path):
     test_dir, gold, _ = hidden
     runner = "bwrap" if bwrap_runner.unavailable_reason() is None else "docker"
     any_runner()  # skips (CI: fails) when neither is here
     image = os.environ.get("MURA_TEST_IMAGE", "mura-evaluation:test")
-    common = ("--test", test_dir, "--gold", gold, "--db", tmp_path / "b.sqlite", "--runner", runner,
-              "--image", image, "--resamples", 100)  # fmt: skip
+    common = (
+        "--test",
+        test_dir,
+        "--gold",
+        gold,
+        "--db",
+        tmp_path / "b.sqlite",
+        "--runner",
+        runner,
+        "--image",
+        image,
+        "--resamples",
+        100,
+    )
     crashed = mura(
         "evaluate", ROOT / "tests" / "hostile" / "crash", *common, "--out", tmp_path / "r1", cwd=tmp_path
     )
@@ -397,10 +409,21 @@ def test_the_docker_command_line_holds_every_guarantee(tmp_path):
         "n1", "img:t", tmp_path / "s", tmp_path / "d", tmp_path / "o", limits
     )
     text = " ".join(args)
-    for flag in ("--init", "--network none", "--read-only", "--cap-drop ALL",
-                 "--security-opt no-new-privileges", "--pull never", "--log-driver none",
-                 f"--memory {GiB}", f"--memory-swap {GiB}", "--cpus 1.5", "--pids-limit 99",
-                 "--user 1000:1000", "--entrypoint timeout"):  # fmt: skip
+    for flag in (
+        "--init",
+        "--network none",
+        "--read-only",
+        "--cap-drop ALL",
+        "--security-opt no-new-privileges",
+        "--pull never",
+        "--log-driver none",
+        f"--memory {GiB}",
+        f"--memory-swap {GiB}",
+        "--cpus 1.5",
+        "--pids-limit 99",
+        "--user 1000:1000",
+        "--entrypoint timeout",
+    ):
         assert flag in text, flag
     assert f"source={tmp_path / 'd'},target=/data,readonly" in text
     assert f"source={tmp_path / 's'},target=/submission,readonly" in text
@@ -408,8 +431,20 @@ def test_the_docker_command_line_holds_every_guarantee(tmp_path):
     # The contract, under a deadline of the container's own past the harness's (9 s + grace),
     # its stderr on stdout (one pipe: the log keeps the order it was written in).
     deadline = str(math.ceil(9 + docker_runner.CONTAINER_GRACE))
-    assert args[-12:] == ["img:t", "-s", "KILL", deadline, "sh", "-c", 'exec "$@" 2>&1', "sh", "python3",
-                          "predict.py", "/data/input.csv", "/output/output.csv"]  # fmt: skip
+    assert args[-12:] == [
+        "img:t",
+        "-s",
+        "KILL",
+        deadline,
+        "sh",
+        "-c",
+        'exec "$@" 2>&1',
+        "sh",
+        "python3",
+        "predict.py",
+        "/data/input.csv",
+        "/output/output.csv",
+    ]
     with_gpus = docker_runner.docker_arguments("n", "i", tmp_path, tmp_path, tmp_path, Limits(gpus="all"))
     assert with_gpus[with_gpus.index("--gpus") + 1] == "all"
 
@@ -469,8 +504,18 @@ def test_a_run_folder_inside_the_submission_is_refused_before_anything_runs(hidd
     test_dir, gold, _ = hidden
     submission = copy_submission("read_map", tmp_path)
     before = tree_digest(submission)
-    proc = mura("evaluate", ".", "--test", test_dir, "--gold", gold, "--no-record", "--runner", "bwrap",
-                cwd=submission)  # fmt: skip
+    proc = mura(
+        "evaluate",
+        ".",
+        "--test",
+        test_dir,
+        "--gold",
+        gold,
+        "--no-record",
+        "--runner",
+        "bwrap",
+        cwd=submission,
+    )
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     out = r"evaluations/read_map-\d+T\d+Z"
@@ -496,8 +541,20 @@ def test_a_submission_inside_the_organisers_test_folder_is_refused(hidden, tmp_p
     test_dir, gold, _ = hidden
     submission = copy_submission("well_behaved", test_dir / "uploads")
     try:
-        proc = mura("evaluate", submission, "--test", test_dir, "--gold", gold, "--no-record",
-                    "--out", tmp_path / "run", "--runner", "bwrap", cwd=tmp_path)  # fmt: skip
+        proc = mura(
+            "evaluate",
+            submission,
+            "--test",
+            test_dir,
+            "--gold",
+            gold,
+            "--no-record",
+            "--out",
+            tmp_path / "run",
+            "--runner",
+            "bwrap",
+            cwd=tmp_path,
+        )
     finally:
         shutil.rmtree(test_dir / "uploads")
     assert proc.returncode == 3, proc.stdout + proc.stderr
@@ -526,8 +583,21 @@ def test_a_bad_leaderboard_field_or_a_missing_sandbox_stops_before_anything_is_w
     test_dir, gold, _ = hidden
     run, db = tmp_path / "run", tmp_path / "board.sqlite"
     runner = [] if "--runner" in options else ["--runner", "bwrap"]
-    proc = mura("evaluate", HOSTILE_WELL, "--test", test_dir, "--gold", gold, "--db", db, "--out", run,
-                *runner, *options, cwd=tmp_path)  # fmt: skip
+    proc = mura(
+        "evaluate",
+        HOSTILE_WELL,
+        "--test",
+        test_dir,
+        "--gold",
+        gold,
+        "--db",
+        db,
+        "--out",
+        run,
+        *runner,
+        *options,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and re.match(message, proc.stderr), proc.stderr
     assert not run.exists()  # nothing ran, no map back was written: a corrected retry can use --out
@@ -540,8 +610,20 @@ def test_a_run_folder_that_cannot_be_made_is_the_organisers_error(where, hidden,
     runner_or_skip("bwrap")  # the sandbox is checked before the run folder is made
     test_dir, gold, _ = hidden
     out = where.format(gold=gold)
-    proc = mura("evaluate", HOSTILE_WELL, "--test", test_dir, "--gold", gold, "--no-record", "--out", out,
-                "--runner", "bwrap", cwd=tmp_path)  # fmt: skip
+    proc = mura(
+        "evaluate",
+        HOSTILE_WELL,
+        "--test",
+        test_dir,
+        "--gold",
+        gold,
+        "--no-record",
+        "--out",
+        out,
+        "--runner",
+        "bwrap",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     why = r"\((No such file or directory|Not a directory)\)"
@@ -612,12 +694,26 @@ def test_bubblewrap_as_root_drops_to_the_runs_own_uid_and_otherwise_uses_a_user_
     root = bwrap_runner.sandbox_arguments(*paths, Limits(), "run-x", 1_610_612_737, None)
     # No user namespace: bwrap could only map the sandbox's user onto root's uid.
     assert "--unshare-user" not in root and "--unshare-all" not in root
-    for flag in ("--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
-                 "--new-session"):  # fmt: skip
+    for flag in (
+        "--unshare-net",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--die-with-parent",
+        "--new-session",
+    ):
         assert flag in root, flag
     drop = root[root.index("setpriv") : -4]
-    assert drop == ["setpriv", "--reuid=1610612737", "--regid=1610612737", "--clear-groups",
-                    "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", "--"]  # fmt: skip
+    assert drop == [
+        "setpriv",
+        "--reuid=1610612737",
+        "--regid=1610612737",
+        "--clear-groups",
+        "--no-new-privs",
+        "--bounding-set=-all",
+        "--inh-caps=-all",
+        "--",
+    ]
     assert root.index("--chdir") < root.index("setpriv")  # bwrap's own options all come first
     user = bwrap_runner.sandbox_arguments(*paths, Limits(), "run-x", None, None)
     assert "setpriv" not in user and "--seccomp" not in user

@@ -30,9 +30,14 @@ from scorer.settings import Settings
 
 SETTINGS = Settings(resamples=100)
 LIMITS = Limits(
-    timeout=3, memory=256 * MiB, cpus=1, pids=64, log_cap=64 * 1024, output_limit=8 * MiB,
+    timeout=3,
+    memory=256 * MiB,
+    cpus=1,
+    pids=64,
+    log_cap=64 * 1024,
+    output_limit=8 * MiB,
     output_size=16 * MiB,
-)  # fmt: skip
+)
 N_STUDIES = 14
 # Every sandbox, and bubblewrap's fallback limits where it has no cgroups (which is what bubblewrap
 # has for an organiser who is not root: that run repeats only the other two).

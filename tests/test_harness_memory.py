@@ -76,14 +76,23 @@ def test_a_per_process_cap_is_said_before_the_run_recorded_and_refused_on_reques
     limits = dataclasses.replace(LIMITS, timeout=3)
     refused = r"^--require-memory-cap: the bwrap sandbox has no run-wide memory cap here \(per process only "
     with pytest.raises(HostError, match=refused + r"\(prlimit --as\): "):
-        evaluate(Submission(submission, "m"), test_dir, gold, tmp_path / "refused", runner, limits, SETTINGS,
-                 require_memory_cap=True)  # fmt: skip
+        evaluate(
+            Submission(submission, "m"),
+            test_dir,
+            gold,
+            tmp_path / "refused",
+            runner,
+            limits,
+            SETTINGS,
+            require_memory_cap=True,
+        )
     assert not (tmp_path / "refused").exists()  # refused before anything was made or run
 
     said = io.StringIO()
     run = tmp_path / "run"
-    verdict = evaluate(Submission(submission, "m"), test_dir, gold, run, runner, limits, SETTINGS,
-                       progress=Progress(said))  # fmt: skip
+    verdict = evaluate(
+        Submission(submission, "m"), test_dir, gold, run, runner, limits, SETTINGS, progress=Progress(said)
+    )
     lines = said.getvalue().splitlines()
     assert lines[0].startswith("mura evaluate: WARNING: no run-wide memory cap: per process only"), lines
     assert lines[1].startswith("mura evaluate: staged "), lines  # said before anything was staged or run
@@ -115,8 +124,9 @@ USER_SERVICE = "user.slice/user-1000.slice/user@1000.service"
 OWN = f"{USER_SERVICE}/app.slice/mura.scope"
 
 
-def fake_cgroup2(tmp_path: Path, own: str = OWN, controllers: str = "cpuset cpu io memory pids",
-                 mount_root: str = "/") -> tuple[Path, Path, Path]:  # fmt: skip
+def fake_cgroup2(
+    tmp_path: Path, own: str = OWN, controllers: str = "cpuset cpu io memory pids", mount_root: str = "/"
+) -> tuple[Path, Path, Path]:
     """A cgroup2 mount at tmp_path/fs holding `own` (with this process in it) and the files the
     kernel provides; returns (the mount, /proc/self/cgroup, /proc/self/mountinfo) as files."""
     mount = tmp_path / "fs"

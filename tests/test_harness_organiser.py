@@ -59,10 +59,32 @@ def evaluate_as_organiser(place, runner_name: str, code: str, *options: str):
     for path in [organiser, *organiser.rglob("*")]:
         shutil.chown(path, ORGANISER_UID, ORGANISER_UID)
     run, db = organiser / "run", organiser / "board.sqlite"
-    command = ["{python}", "-m", "mura", "evaluate", str(submission), "--test", str(hidden),
-               "--gold", str(gold), "--out", str(run), "--db", str(db), "--runner", runner_name,
-               "--image", os.environ.get("MURA_TEST_IMAGE", "mura-evaluation:test"),
-               "--timeout", "60", "--memory", "512m", "--resamples", "100", *options]  # fmt: skip
+    command = [
+        "{python}",
+        "-m",
+        "mura",
+        "evaluate",
+        str(submission),
+        "--test",
+        str(hidden),
+        "--gold",
+        str(gold),
+        "--out",
+        str(run),
+        "--db",
+        str(db),
+        "--runner",
+        runner_name,
+        "--image",
+        os.environ.get("MURA_TEST_IMAGE", "mura-evaluation:test"),
+        "--timeout",
+        "60",
+        "--memory",
+        "512m",
+        "--resamples",
+        "100",
+        *options,
+    ]
     return as_organiser(place, command, {}, cwd=organiser), run, db
 
 
@@ -134,8 +156,19 @@ def test_the_harness_tests_pass_for_an_organiser_who_is_not_root():
     with organiser_place() as place:
         (place / "tmp").mkdir()
         shutil.chown(place / "tmp", ORGANISER_UID, ORGANISER_UID)
-        command = ["{python}", "-m", "pytest", "-p", "no:cacheprovider", "-q",
-                   "-m", "unprivileged", "--basetemp", str(place / "tmp" / "pytest"), "tests/"]  # fmt: skip
+        command = [
+            "{python}",
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-m",
+            "unprivileged",
+            "--basetemp",
+            str(place / "tmp" / "pytest"),
+            "tests/",
+        ]
         done = as_organiser(place, command, {"TMPDIR": str(place / "tmp")}, cwd=place / "kit")
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]

@@ -49,10 +49,32 @@ ANSWER = "Path(sys.argv[2]).write_text(''.join(f'{s},1\\n' for s in studies))\n"
 
 def command(folder: Path, hidden, out: Path, db: Path, *options: str) -> list[str]:
     test_dir, gold, _ = hidden
-    return [sys.executable, "-m", "mura", "evaluate", str(folder), "--test", str(test_dir),
-            "--gold", str(gold), "--db", str(db), "--out", str(out), "--runner", runner_name(),
-            "--image", IMAGE, "--timeout", "60", "--memory", "512m", "--resamples", "100",
-            *options]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "mura",
+        "evaluate",
+        str(folder),
+        "--test",
+        str(test_dir),
+        "--gold",
+        str(gold),
+        "--db",
+        str(db),
+        "--out",
+        str(out),
+        "--runner",
+        runner_name(),
+        "--image",
+        IMAGE,
+        "--timeout",
+        "60",
+        "--memory",
+        "512m",
+        "--resamples",
+        "100",
+        *options,
+    ]
 
 
 def environment() -> dict[str, str]:

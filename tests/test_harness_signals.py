@@ -36,9 +36,26 @@ def start_evaluate(runner_name: str, tmp_path: Path, timeout: float) -> tuple[su
     token = f"mura-test-{uuid.uuid4().hex}"
     submission = copy_submission("endless_loop", tmp_path / "participant", {"token.txt": token})
     run = tmp_path / "organiser" / "run"
-    command = [sys.executable, "-m", "mura", "evaluate", str(submission), "--test", str(hidden),
-               "--gold", str(gold), "--no-record", "--out", str(run), "--runner", runner_name,
-               "--image", TEST_IMAGE, "--timeout", str(timeout)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mura",
+        "evaluate",
+        str(submission),
+        "--test",
+        str(hidden),
+        "--gold",
+        str(gold),
+        "--no-record",
+        "--out",
+        str(run),
+        "--runner",
+        runner_name,
+        "--image",
+        TEST_IMAGE,
+        "--timeout",
+        str(timeout),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
@@ -96,8 +113,11 @@ def test_a_container_stops_at_its_own_deadline_when_the_harness_is_killed(tmp_pa
     try:
         deadline = time.monotonic() + 2 + docker_runner.CONTAINER_GRACE + 60
         while True:
-            probe = subprocess.run(["docker", "inspect", "--format", "{{json .State}}", container],
-                                   capture_output=True, text=True)  # fmt: skip
+            probe = subprocess.run(
+                ["docker", "inspect", "--format", "{{json .State}}", container],
+                capture_output=True,
+                text=True,
+            )
             state = json.loads(probe.stdout)
             if not state["Running"] or time.monotonic() > deadline:
                 break

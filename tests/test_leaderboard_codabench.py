@@ -47,9 +47,13 @@ def exported(layout, result: dict | None, answers: dict | None) -> dict:
 
 
 DATES = {
-    "101": "2026-03-02T10:00:00.123456Z", "102": "2026-03-05T09:30:00Z", "103": "2026-03-04T08:00:00+02:00",
-    "104": "2026-03-06T00:00:00Z", "105": "2026-03-07T00:00:00Z", "106": "2026-03-08T00:00:00Z",
-}  # fmt: skip
+    "101": "2026-03-02T10:00:00.123456Z",
+    "102": "2026-03-05T09:30:00Z",
+    "103": "2026-03-04T08:00:00+02:00",
+    "104": "2026-03-06T00:00:00Z",
+    "105": "2026-03-07T00:00:00Z",
+    "106": "2026-03-08T00:00:00Z",
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +62,9 @@ def export(layout, tmp_path_factory):
     results = [score_result(folder, accuracy, seed) for accuracy, seed in [(0.95, 1), (0.9, 2), (0.85, 3)]]
     board = {
         "alice-101": exported(
-            layout, results[0], {"model": "dense-x3", "institution": "Uni A", "link": "https://example.org/x3"}
+            layout,
+            results[0],
+            {"model": "dense-x3", "institution": "Uni A", "link": "https://example.org/x3"},
         ),
         "bob-smith-102": exported(layout, results[1], {"model": "", "institution": "", "link": ""}),
         "carol-103": exported(layout, results[2], {"model": "tiny (v2)", "institution": "Lab C"}),

@@ -82,8 +82,10 @@ def test_the_real_dump_regenerates_every_entry_and_rank_of_the_mura_page(real_si
     assert Counter((e["submitter"], e["submitted"], e["kappa"], e["rank"]) for e in kit) == Counter(
         (e["user"], records.unix_iso(e["date"]), e["kappa"], e["rank"]) for e in ranked
     )
-    by_entry = {(i["submission"]["user_name"], records.unix_iso(i["submission"]["created"])): n
-                for n, i in enumerate(items)}  # fmt: skip
+    by_entry = {
+        (i["submission"]["user_name"], records.unix_iso(i["submission"]["created"])): n
+        for n, i in enumerate(items)
+    }
     on_page = {(e["user"], records.unix_iso(e["date"])): e for e in ranked}
     for entry in kit:
         index = by_entry[entry["submitter"], entry["submitted"]]

@@ -175,10 +175,18 @@ def test_a_migrated_version_2_store_marks_imported_intervals_and_takes_anonymous
         "gonglinyuan": "codalab",
     }
     dump = tmp_path / "dump.json"
-    dump.write_text(json.dumps({"leaderboard": [{
-        "submission": {"user_name": None, "description": "", "created": 1536786503},
-        "scores": {"overall_mean": 0.7626373626373627},
-    }]}))  # fmt: skip
+    dump.write_text(
+        json.dumps(
+            {
+                "leaderboard": [
+                    {
+                        "submission": {"user_name": None, "description": "", "created": 1536786503},
+                        "scores": {"overall_mean": 0.7626373626373627},
+                    }
+                ]
+            }
+        )
+    )
     proc = mura("leaderboard", "import-codalab", dump, "--db", path)
     assert proc.returncode == 0, proc.stderr
     with open_store(path) as store:

@@ -337,14 +337,29 @@ def mixed_board(tmp_path_factory):
     script's narrow interval and a note after its institution, one anonymous."""
     folder = tmp_path_factory.mktemp("mixed")
     result = score_result(folder, 0.9, seed=5)
-    dump = {"leaderboard": [
-        {"submission": {"user_name": "turbobits", "description": "xuan (Availink) =1+1 | *v3*",
-                        "created": 1543607292},
-         "scores": {"overall_mean": 0.99, "overall_lower": 0.9872, "overall_upper": 0.9928,
-                    "wrist_mean": 0.95, "wrist_lower": 0.94, "wrist_upper": 0.96}},
-        {"submission": {"user_name": None, "description": "", "created": 1536786503},
-         "scores": {"overall_mean": 0.98, "overall_lower": 0.978, "overall_upper": 0.982}},
-    ]}  # fmt: skip
+    dump = {
+        "leaderboard": [
+            {
+                "submission": {
+                    "user_name": "turbobits",
+                    "description": "xuan (Availink) =1+1 | *v3*",
+                    "created": 1543607292,
+                },
+                "scores": {
+                    "overall_mean": 0.99,
+                    "overall_lower": 0.9872,
+                    "overall_upper": 0.9928,
+                    "wrist_mean": 0.95,
+                    "wrist_lower": 0.94,
+                    "wrist_upper": 0.96,
+                },
+            },
+            {
+                "submission": {"user_name": None, "description": "", "created": 1536786503},
+                "scores": {"overall_mean": 0.98, "overall_lower": 0.978, "overall_upper": 0.982},
+            },
+        ]
+    }
     path = folder / "dump.json"
     path.write_text(json.dumps(dump))
     rows, _, _ = codalab.read_dump(path)

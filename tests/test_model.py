@@ -128,9 +128,31 @@ def test_resume_continues_where_it_stopped(tmp_path):
 def torchrun(data: Path, out: Path, port: int, *args: str) -> subprocess.CompletedProcess:
     """`mura train` on 2 CPU processes (gloo); the timeout bounds a run whose ranks would wait
     for each other forever."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(port), "-m", "reference_model.train", str(data), "--out", str(out), "--arch", "densenet121",
-           "--image-size", "32", "--epochs", "1", "--max-steps", "3", "--device", "cpu", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        "-m",
+        "reference_model.train",
+        str(data),
+        "--out",
+        str(out),
+        "--arch",
+        "densenet121",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--device",
+        "cpu",
+        *args,
+    ]
     env = {**ENV, "OMP_NUM_THREADS": "1", "TORCH_HOME": str(out.parent / "no-torch-home")}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 

@@ -97,4 +97,3 @@ def test_the_harness_records_at_most_500_characters_of_a_reason(tmp_path):
     with open_store(db) as store:
         [(kept,)] = store.query("SELECT reason FROM submissions")
     assert kept == verdict.reason
-

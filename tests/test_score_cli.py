@@ -509,13 +509,15 @@ LABELLED = "MURA-v1.1/test/XR_HAND/patient1/study1_positive/"
 @pytest.mark.parametrize(
     "content, needles",
     [
-        (f"{LABELLED},1,1,1\nMURA-v1.1/test/XR_HAND/patient2/study1_negative/,0,0,0\n{LABELLED},1,1,1\n",
-         ("repeated", "(lines 1 and 3)")),
+        (
+            f"{LABELLED},1,1,1\nMURA-v1.1/test/XR_HAND/patient2/study1_negative/,0,0,0\n{LABELLED},1,1,1\n",
+            ("repeated", "(lines 1 and 3)"),
+        ),
         (f"{LABELLED},1,1,1,2,0,1\n", ("line 1, column 5, rater Rad4",)),
         ("MURA-v1.1/test/patient1/study1_negative/,0\n", ("XR_{TYPE}",)),
     ],
     ids=["duplicate", "rater value", "no type"],
-)  # fmt: skip
+)
 def test_gold_file_errors_name_lines_not_labels_or_votes(case, tmp_path, content, needles):
     _, sub, _ = case
     proc = mura("score", write(tmp_path / "gold.csv", content.encode()), sub)

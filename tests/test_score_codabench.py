@@ -86,8 +86,18 @@ def test_detailed_results_are_the_participants_view(tmp_path):
     assert f"{scores['Overall_Mean']:.3f}" in page and "Bootstrap CI" in page
     assert "model − Rad4" in page  # the radiologists' kappas and the paired differences
     # No confusion counts, no gold class counts, nothing else that gives away the prevalence.
-    for needle in ("<th>TP</th>", "<th>FN</th>", "abnormal", "normal)", "Sensitivity", "Specificity",
-                   "Accuracy", "F1", "Asymptotic", "seed"):  # fmt: skip
+    for needle in (
+        "<th>TP</th>",
+        "<th>FN</th>",
+        "abnormal",
+        "normal)",
+        "Sensitivity",
+        "Specificity",
+        "Accuracy",
+        "F1",
+        "Asymptotic",
+        "seed",
+    ):
         assert needle not in page, needle
     groups = [t.capitalize() for t in example_data.STUDY_TYPES] + ["Overall"]
     assert set(scores) <= {f"{g}_{s}" for g in groups for s in ("Mean", "Lower", "Upper")}

@@ -157,6 +157,8 @@ CRLF_ANSWER = (
     "studies = dict.fromkeys(i.rpartition('/')[0] + '/' for i in images)\n"
     "Path(sys.argv[2]).write_text(''.join(f'{s},1\\r\\n' for s in studies), newline='')\n"
 )
+
+
 @pytest.mark.required_in_ci
 def test_the_harness_reads_a_crlf_answer_with_the_scorers_reader_and_its_note(tmp_path):
     test_dir, gold, _ = make_hidden_test(tmp_path / "hidden", n=14)

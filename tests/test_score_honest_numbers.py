@@ -25,16 +25,21 @@ TYPES = ["ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST"]
 
 def mura(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "mura", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "mura", *map(str, args)], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def constructed(n_per_finding: int = 60, degenerative_miss: float = 0.7, seed: int = 0):
     """Gold (= truth), model reads and strata where the model misses degenerative findings at
     `degenerative_miss` and other findings at 5%."""
     rng = np.random.default_rng(seed)
-    findings = ["fracture"] * n_per_finding + ["hardware"] * n_per_finding + \
-               ["degenerative"] * n_per_finding + ["normal"] * (3 * n_per_finding)  # fmt: skip
+    findings = (
+        ["fracture"] * n_per_finding
+        + ["hardware"] * n_per_finding
+        + ["degenerative"] * n_per_finding
+        + ["normal"] * (3 * n_per_finding)
+    )
     truth = np.array([f != "normal" for f in findings], dtype=np.int8)
     miss = np.array([{"degenerative": degenerative_miss, "normal": 0.1}.get(f, 0.05) for f in findings])
     model = np.where(rng.random(truth.size) < miss, 1 - truth, truth).astype(np.int8)
@@ -115,13 +120,16 @@ def test_strata_in_json_table_and_html(tmp_path):
     assert "degenerative" in html.read_text() and "Strata" in html.read_text()
 
 
-@pytest.mark.parametrize("content, needle", [
-    ("MURA-v1.1/test/XR_HAND/patient1/study9/,fracture\n", "only studies of the gold file"),
-    ("{s},fracture,extra\n", "expected 2 fields"),
-    ("{s},\n", "one or more finding names"),
-    ("{s},frac/ture\n", "one or more finding names"),
-    ("{s},fracture\n{s},hardware\n", "repeated"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("MURA-v1.1/test/XR_HAND/patient1/study9/,fracture\n", "only studies of the gold file"),
+        ("{s},fracture,extra\n", "expected 2 fields"),
+        ("{s},\n", "one or more finding names"),
+        ("{s},frac/ture\n", "one or more finding names"),
+        ("{s},fracture\n{s},hardware\n", "repeated"),
+    ],
+)
 def test_broken_strata_files_are_host_errors(tmp_path, content, needle):
     gold, sub, strata, studies, *_ = _write_case(tmp_path)
     strata.write_text(content.format(s=studies[0]))
@@ -160,8 +168,17 @@ def test_the_audit_reproduces_a_hand_made_confusion_table(tmp_path):
     (tmp_path / "gold.csv").write_text("\n".join(rows_gold) + "\n")
     (tmp_path / "labels.csv").write_text("\r\n".join(rows_labels) + "\r\n")
     (tmp_path / "strata.csv").write_text("\n".join(rows_strata) + "\n")
-    proc = mura("audit-labels", tmp_path / "labels.csv", tmp_path / "gold.csv", "--strata",
-                tmp_path / "strata.csv", "--resamples", "500", "--format", "json")  # fmt: skip
+    proc = mura(
+        "audit-labels",
+        tmp_path / "labels.csv",
+        tmp_path / "gold.csv",
+        "--strata",
+        tmp_path / "strata.csv",
+        "--resamples",
+        "500",
+        "--format",
+        "json",
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     overall = result["groups"]["Overall"]
@@ -223,9 +240,14 @@ def test_radiologists_under_the_curve_on_constructed_cases():
     assert not roc.under_curve(fpr, tpr, (0.35, 0.8))
     # A perfect model: a radiologist who misses an abnormal study (A) is under its curve.
     truth = np.array([0, 0, 0, 1, 1, 1])
-    report = roc.roc_report(truth, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]),
-                            {"A": np.array([0, 0, 1, 1, 1, 0]), "B": np.array([0, 0, 0, 1, 1, 1])},
-                            resamples=200, seed=0, confidence=0.95)  # fmt: skip
+    report = roc.roc_report(
+        truth,
+        np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]),
+        {"A": np.array([0, 0, 1, 1, 1, 0]), "B": np.array([0, 0, 0, 1, 1, 1])},
+        resamples=200,
+        seed=0,
+        confidence=0.95,
+    )
     assert report["auc"] == 1.0
     assert report["radiologists"]["A"]["under_curve"] and not report["radiologists"]["B"]["under_curve"]
     assert report["radiologists_under_curve"] == 1
@@ -236,8 +258,9 @@ def test_probabilities_through_the_cli(tmp_path):
     probs = tmp_path / "probabilities.csv"
     probs.write_text("".join(f"{s},{0.2 + 0.6 * v:.3f}\n" for s, v in zip(studies, model)))
     html = tmp_path / "report.html"
-    proc = mura("score", gold, sub, "--probabilities", probs, "--resamples", "300", "--format", "json",
-                "--html", html)  # fmt: skip
+    proc = mura(
+        "score", gold, sub, "--probabilities", probs, "--resamples", "300", "--format", "json", "--html", html
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["roc"]["auc"] == pytest.approx(roc_auc_score(result_truth(result, gold), model))

@@ -73,10 +73,25 @@ def approx(value: float | None):
 def test_every_mean_is_sklearns_kappa_against_the_majority_of_the_chosen_raters(tmp_path):
     gold, sub = write_files(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "mura", "score", gold, sub, "--gold-raters", ",".join(GOLD_RATERS),
-         "--format", "json", "--resamples", "200"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mura",
+            "score",
+            gold,
+            sub,
+            "--gold-raters",
+            ",".join(GOLD_RATERS),
+            "--format",
+            "json",
+            "--resamples",
+            "200",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
 

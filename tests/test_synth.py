@@ -117,8 +117,15 @@ def test_radiologists_strata_and_findings_are_consistent(tree):
 
 
 def test_label_misses_only_on_degenerative_and_at_the_rate(tmp_path):
-    options = Options(seed=1, train_studies=600, valid_studies=5, test_studies=5, image_size=32,
-                      abnormal_rate=1.0, label_miss_rate=0.5)  # fmt: skip
+    options = Options(
+        seed=1,
+        train_studies=600,
+        valid_studies=5,
+        test_studies=5,
+        image_size=32,
+        abnormal_rate=1.0,
+        label_miss_rate=0.5,
+    )
     generate(tmp_path, options, workers=2)
     base = tmp_path / ROOT_NAME
     strata = dict(row.rsplit(",", 1) for row in lines(base / "train_strata.csv"))
@@ -135,10 +142,25 @@ def test_the_scorer_reads_the_radiologists_file(tree, tmp_path):
     predictions = tmp_path / "output.csv"
     predictions.write_text("".join(f"{row}\n" for row in lines(base / "test_labeled_studies.csv")))
     proc = subprocess.run(
-        [sys.executable, "-m", "mura", "score", str(base / "test_radiologists.csv"), str(predictions),
-         "--strata", str(base / "test_strata.csv"), "--resamples", "100", "--format", "json"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mura",
+            "score",
+            str(base / "test_radiologists.csv"),
+            str(predictions),
+            "--strata",
+            str(base / "test_strata.csv"),
+            "--resamples",
+            "100",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["n_studies"] == SMALL.test_studies and len(result["radiologists"]) == 3
@@ -176,8 +198,13 @@ def test_a_second_run_reuses_and_other_options_need_force(tmp_path):
 
 
 def mura_synth(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mura", "synth", *map(str, args)], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "mura", "synth", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
 
 
 def test_the_command_refuses_what_it_must_not_touch(tmp_path):
@@ -190,8 +217,13 @@ def test_the_command_refuses_what_it_must_not_touch(tmp_path):
     )
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
-    bad = [("--train-studies", "0"), ("--image-size", "8"), ("--rater-error", "2"), ("--workers", "0"),
-           ("--train-studies", "100000")]  # fmt: skip
+    bad = [
+        ("--train-studies", "0"),
+        ("--image-size", "8"),
+        ("--rater-error", "2"),
+        ("--workers", "0"),
+        ("--train-studies", "100000"),
+    ]
     for args, needle in ((b, b[0]) for b in bad):
         proc = mura_synth(tmp_path / "new", *args)
         assert proc.returncode == 3 and needle in proc.stderr and "Traceback" not in proc.stderr
@@ -200,8 +232,17 @@ def test_the_command_refuses_what_it_must_not_touch(tmp_path):
     if Path("/proc/self").is_dir():  # a folder nobody can create files in, even root
         proc = mura_synth("/proc/synth-tree", "--train-studies", "5")
         assert proc.returncode == 3 and "cannot write output folder /proc/synth-tree" in proc.stderr
-    proc = mura_synth(tmp_path / "ok", "--train-studies", "6", "--valid-studies", "2", "--test-studies", "2",
-                      "--image-size", "32")  # fmt: skip
+    proc = mura_synth(
+        tmp_path / "ok",
+        "--train-studies",
+        "6",
+        "--valid-studies",
+        "2",
+        "--test-studies",
+        "2",
+        "--image-size",
+        "32",
+    )
     assert proc.returncode == 0 and "images/s" in proc.stdout
 
 
@@ -239,8 +280,9 @@ def test_a_corrupt_marker_is_a_clear_error_and_force_replaces_the_tree(tmp_path)
         (tmp_path / MARKER).write_text(broken, encoding="latin-1")
         with pytest.raises(SynthError, match=f"{MARKER} cannot be read.*--force"):
             generate(tmp_path, options)
-    proc = mura_synth(tmp_path, "--train-studies", "4", "--valid-studies", "2", "--test-studies", "2",
-                      "--image-size", "32")  # fmt: skip
+    proc = mura_synth(
+        tmp_path, "--train-studies", "4", "--valid-studies", "2", "--test-studies", "2", "--image-size", "32"
+    )
     assert proc.returncode == 3 and "cannot be read" in proc.stderr and "Traceback" not in proc.stderr
     summary = generate(tmp_path, options, force=True, workers=1)
     assert not summary.reused and json.loads((tmp_path / MARKER).read_text())["complete"] is True

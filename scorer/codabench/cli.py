@@ -27,48 +27,113 @@ def group() -> None:
 
 
 @group.command("bundle")
-@click.option("--test", "test_dir", required=True, type=click.Path(path_type=Path),
-              help="The hidden test set: the folder that holds MURA-v1.1/ (each gold study's images).")
-@click.option("--gold", required=True, type=click.Path(path_type=Path),
-              help="Its gold file, as for `mura score` (e.g. test_radiologists.csv).")
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="The competition zip to write (new); its .private folder is written beside it.")
-@click.option("--strata", type=click.Path(path_type=Path),
-              help="The test set's strata, as for `mura score`: written to the .private folder in the "
-              "anonymised names, for `mura score --strata` on Codabench's outputs.")
-@click.option("--valid", type=click.Path(path_type=Path),
-              help="Adds a development phase before the test phase, scored on this folder's studies.")
-@click.option("--valid-gold", type=click.Path(path_type=Path),
-              help="The development phase's gold file (e.g. valid_labeled_studies.csv).")
+@click.option(
+    "--test",
+    "test_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The hidden test set: the folder that holds MURA-v1.1/ (each gold study's images).",
+)
+@click.option(
+    "--gold",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Its gold file, as for `mura score` (e.g. test_radiologists.csv).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The competition zip to write (new); its .private folder is written beside it.",
+)
+@click.option(
+    "--strata",
+    type=click.Path(path_type=Path),
+    help="The test set's strata, as for `mura score`: written to the .private folder in the "
+    "anonymised names, for `mura score --strata` on Codabench's outputs.",
+)
+@click.option(
+    "--valid",
+    type=click.Path(path_type=Path),
+    help="Adds a development phase before the test phase, scored on this folder's studies.",
+)
+@click.option(
+    "--valid-gold",
+    type=click.Path(path_type=Path),
+    help="The development phase's gold file (e.g. valid_labeled_studies.csv).",
+)
 @click.option("--test-start", help="With --valid: when the test phase begins (ISO 8601, UTC).")
 @click.option("--title", default=TITLE, show_default=True)
-@click.option("--image", default=IMAGE, show_default=True,
-              help="The competition's docker image (`make codabench-image`, pushed where workers pull from).")
+@click.option(
+    "--image",
+    default=IMAGE,
+    show_default=True,
+    help="The competition's docker image (`make codabench-image`, pushed where workers pull from).",
+)
 @click.option("--start", help="When the first phase begins (ISO 8601, UTC). Default: today.")
 @click.option("--end", help="When the test phase ends (ISO 8601, UTC). Default: never.")
-@click.option("--time-limit", type=int, default=TIME_LIMIT, show_default=True,
-              help="Seconds each submission may run (the phase's execution_time_limit).")
-@click.option("--max-submissions", type=int, default=MAX_SUBMISSIONS, show_default=True,
-              help="Per participant and phase.")
+@click.option(
+    "--time-limit",
+    type=int,
+    default=TIME_LIMIT,
+    show_default=True,
+    help="Seconds each submission may run (the phase's execution_time_limit).",
+)
+@click.option(
+    "--max-submissions",
+    type=int,
+    default=MAX_SUBMISSIONS,
+    show_default=True,
+    help="Per participant and phase.",
+)
 @click.option("--max-submissions-per-day", "max_per_day", type=int, default=MAX_PER_DAY, show_default=True)
-@click.option("--solution", type=click.Path(path_type=Path),
-              help="A ready submission folder (predict.py at its root) to add as the tasks' solution.")
-@click.option("--data-on-worker", is_flag=True,
-              help="Leave the images out of the zip: each worker holds them in its own data folder "
-              "(the bundle's README says which).")
-@click.option("--queue", metavar="VHOST",
-              help="Your compute-worker queue's vhost (Codabench: Queue Management).")
+@click.option(
+    "--solution",
+    type=click.Path(path_type=Path),
+    help="A ready submission folder (predict.py at its root) to add as the tasks' solution.",
+)
+@click.option(
+    "--data-on-worker",
+    is_flag=True,
+    help="Leave the images out of the zip: each worker holds them in its own data folder "
+    "(the bundle's README says which).",
+)
+@click.option(
+    "--queue", metavar="VHOST", help="Your compute-worker queue's vhost (Codabench: Queue Management)."
+)
 @click.option("--gold-raters", metavar="R1,R2,R3", help="As for `mura score`.")
-@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
-              help="Seed of the bootstrap and of drawing the gold raters.")
-@click.option("--resamples", type=int, default=DEFAULTS.resamples, show_default=True,
-              help="Bootstrap resamples.")
+@click.option(
+    "--seed",
+    type=int,
+    default=DEFAULTS.seed,
+    show_default=True,
+    help="Seed of the bootstrap and of drawing the gold raters.",
+)
+@click.option(
+    "--resamples", type=int, default=DEFAULTS.resamples, show_default=True, help="Bootstrap resamples."
+)
 def bundle(
-    test_dir: Path, gold: Path, out: Path, strata: Path | None, valid: Path | None, valid_gold: Path | None,
-    test_start: str | None, title: str, image: str, start: str | None, end: str | None, time_limit: int,
-    max_submissions: int, max_per_day: int, solution: Path | None, data_on_worker: bool, queue: str | None,
-    gold_raters: str | None, seed: int, resamples: int,
-) -> None:  # fmt: skip
+    test_dir: Path,
+    gold: Path,
+    out: Path,
+    strata: Path | None,
+    valid: Path | None,
+    valid_gold: Path | None,
+    test_start: str | None,
+    title: str,
+    image: str,
+    start: str | None,
+    end: str | None,
+    time_limit: int,
+    max_submissions: int,
+    max_per_day: int,
+    solution: Path | None,
+    data_on_worker: bool,
+    queue: str | None,
+    gold_raters: str | None,
+    seed: int,
+    resamples: int,
+) -> None:
     """Write the Codabench competition: --out competition.zip (upload it as it is), and beside it
     competition.private/ (the map back to the real studies, never in the zip) and, with
     --data-on-worker, competition.worker-data/ (what each worker's data folder must hold).
@@ -78,12 +143,25 @@ def bundle(
     program scores it. Exit 3 on the organiser's errors, found before anything is written.
     """
     options = Options(
-        test=test_dir, gold=gold, out=out, strata=strata, valid=valid, valid_gold=valid_gold, title=title,
-        image=image, start=start, test_start=test_start, end=end, time_limit=time_limit,
-        max_submissions=max_submissions, max_per_day=max_per_day, solution=solution,
-        data_on_worker=data_on_worker, queue=queue,
+        test=test_dir,
+        gold=gold,
+        out=out,
+        strata=strata,
+        valid=valid,
+        valid_gold=valid_gold,
+        title=title,
+        image=image,
+        start=start,
+        test_start=test_start,
+        end=end,
+        time_limit=time_limit,
+        max_submissions=max_submissions,
+        max_per_day=max_per_day,
+        solution=solution,
+        data_on_worker=data_on_worker,
+        queue=queue,
         settings=Settings(rater_names(gold_raters), seed, resamples),
-    )  # fmt: skip
+    )
     try:
         made = build(options)
     except ScoringError as exc:

@@ -53,10 +53,14 @@ def study_images(test_dir: Path, table: RaterTable) -> dict[str, list[Path]]:
     missing: list[str] = []
     for study in table.studies:
         folder = test_dir / study
-        images = sorted(
-            (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-            key=lambda p: _natural(p.name),
-        ) if folder.is_dir() else []
+        images = (
+            sorted(
+                (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                key=lambda p: _natural(p.name),
+            )
+            if folder.is_dir()
+            else []
+        )
         if not images:
             missing.append(study)
         found[study] = images

@@ -91,18 +91,30 @@ def namespace_arguments(root: bool) -> list[str]:
         # No user namespace (see the module's docstring): setpriv drops the user instead.
         return ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
     return [
-        "--unshare-all", "--unshare-user",
-        "--uid", str(NOBODY), "--gid", str(NOBODY),
-        "--disable-userns", "--cap-drop", "ALL",
-    ]  # fmt: skip
+        "--unshare-all",
+        "--unshare-user",
+        "--uid",
+        str(NOBODY),
+        "--gid",
+        str(NOBODY),
+        "--disable-userns",
+        "--cap-drop",
+        "ALL",
+    ]
 
 
 def drop_privileges(uid: int) -> list[str]:
     """util-linux's setpriv: the command that becomes the submission as `uid`, unprivileged."""
     return [
-        "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-        "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", "--",
-    ]  # fmt: skip
+        "setpriv",
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        "--no-new-privs",
+        "--bounding-set=-all",
+        "--inh-caps=-all",
+        "--",
+    ]
 
 
 def python_binds() -> list[str]:
@@ -143,13 +155,27 @@ def system_mounts(limits: Limits) -> list[str]:
         if Path(path).exists():
             args += [*parents(path), "--ro-bind", path, path]
     args += [
-        "--proc", "/proc",
+        "--proc",
+        "/proc",
         # Sysctls are the reader's namespaces' (hostname, net); read-only whoever the user is.
-        "--ro-bind", "/proc/sys", "/proc/sys",
-        "--dev", "/dev",
-        "--size", str(limits.tmp), "--perms", "1777", "--tmpfs", "/tmp",
-        "--size", str(limits.tmp), "--perms", "1777", "--tmpfs", "/dev/shm",
-    ]  # fmt: skip
+        "--ro-bind",
+        "/proc/sys",
+        "/proc/sys",
+        "--dev",
+        "/dev",
+        "--size",
+        str(limits.tmp),
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/tmp",
+        "--size",
+        str(limits.tmp),
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/dev/shm",
+    ]
     # After the tmpfs: a virtual environment under /tmp must stay visible.
     for path in python_binds():
         args += [*parents(path), "--ro-bind", path, path]
@@ -166,10 +192,21 @@ def unavailable_reason() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} (util-linux) is not installed"
     probe = [
-        "bwrap", *namespace_arguments(root), "--die-with-parent", "--clearenv",
-        "--setenv", "PATH", ENVIRONMENT["PATH"], *system_mounts(Limits()), "--chdir", "/",
-        *(drop_privileges(SANDBOX_UIDS.start) if root else ()), sys.executable, "-c", "pass",
-    ]  # fmt: skip
+        "bwrap",
+        *namespace_arguments(root),
+        "--die-with-parent",
+        "--clearenv",
+        "--setenv",
+        "PATH",
+        ENVIRONMENT["PATH"],
+        *system_mounts(Limits()),
+        "--chdir",
+        "/",
+        *(drop_privileges(SANDBOX_UIDS.start) if root else ()),
+        sys.executable,
+        "-c",
+        "pass",
+    ]
     done = subprocess.run(probe, capture_output=True, text=True)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
@@ -193,9 +230,10 @@ def sandbox_arguments(
         *namespace_arguments(uid is not None),
         "--die-with-parent",
         "--new-session",
-        "--hostname", "sandbox",
+        "--hostname",
+        "sandbox",
         "--clearenv",
-    ]  # fmt: skip
+    ]
     # `python3` in the sandbox is the kit's interpreter, as in the evaluation image.
     environment = {**ENVIRONMENT, "PATH": f"{Path(sys.executable).parent}:{ENVIRONMENT['PATH']}"}
     for name, value in environment.items():
@@ -203,11 +241,18 @@ def sandbox_arguments(
     args += ["--setenv", "MURA_RUN", run_id]  # lets the leftover check find strays
     args += system_mounts(limits)
     args += [
-        "--ro-bind", str(submission), SUBMISSION_MOUNT,
-        "--ro-bind", str(data), DATA_MOUNT,
-        "--bind", str(output), OUTPUT_MOUNT,
-        "--chdir", SUBMISSION_MOUNT,
-    ]  # fmt: skip
+        "--ro-bind",
+        str(submission),
+        SUBMISSION_MOUNT,
+        "--ro-bind",
+        str(data),
+        DATA_MOUNT,
+        "--bind",
+        str(output),
+        OUTPUT_MOUNT,
+        "--chdir",
+        SUBMISSION_MOUNT,
+    ]
     if seccomp_fd is not None:
         args += ["--seccomp", str(seccomp_fd)]
     if uid is not None:

@@ -66,21 +66,45 @@ def choose_runner(name: str, image: str):
 
 @click.command("evaluate")
 @click.argument("submission", type=click.Path(path_type=Path))
-@click.option("--test", "test_dir", required=True, type=click.Path(path_type=Path),
-              help="The hidden test set: the folder that holds MURA-v1.1/ (each gold study's images).")
-@click.option("--gold", required=True, type=click.Path(path_type=Path),
-              help="The gold file, as for `mura score` (e.g. test.csv or test_radiologists.csv).")
-@click.option("--db", type=click.Path(path_type=Path),
-              help="The leaderboard store to record the result or failure in. Default: the "
-              "leaderboard's default store.")
+@click.option(
+    "--test",
+    "test_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The hidden test set: the folder that holds MURA-v1.1/ (each gold study's images).",
+)
+@click.option(
+    "--gold",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The gold file, as for `mura score` (e.g. test.csv or test_radiologists.csv).",
+)
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path),
+    help="The leaderboard store to record the result or failure in. Default: the "
+    "leaderboard's default store.",
+)
 @click.option("--no-record", is_flag=True, help="Record nothing on the leaderboard.")
-@click.option("--out", type=click.Path(path_type=Path),
-              help="The run folder (new or empty). Default: evaluations/SUBMITTER-TIME.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="The run folder (new or empty). Default: evaluations/SUBMITTER-TIME.",
+)
 @click.option("--strata", type=click.Path(path_type=Path), help="As for `mura score`: hidden strata.")
-@click.option("--runner", type=click.Choice(RUNNERS), default="auto", show_default=True,
-              help="The sandbox: docker when an engine answers, else bubblewrap.")
-@click.option("--image", default="mura-evaluation:latest", show_default=True,
-              help="The docker runner's image (docker/evaluation.Dockerfile; `make image`).")
+@click.option(
+    "--runner",
+    type=click.Choice(RUNNERS),
+    default="auto",
+    show_default=True,
+    help="The sandbox: docker when an engine answers, else bubblewrap.",
+)
+@click.option(
+    "--image",
+    default="mura-evaluation:latest",
+    show_default=True,
+    help="The docker runner's image (docker/evaluation.Dockerfile; `make image`).",
+)
 @click.option("--gpus", default=None, help="Pass GPUs to the docker runner (docker's --gpus: all, device=0).")
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Wall-clock limit, seconds.")
 @click.option("--memory", default="8g", show_default=True, help="Memory limit (no swap), e.g. 512m, 8g.")
@@ -95,20 +119,51 @@ def choose_runner(name: str, image: str):
 @click.option("--gold-raters", metavar="R1,R2,R3", help="As for `mura score`.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and gold raters.")
 @click.option("--resamples", type=int, default=10_000, show_default=True)
-@click.option("--anonymise-seed", type=int, default=None,
-              help="Seed of the anonymised case order (default: a secret random one, kept in the "
-              "run's private map).")
-@click.option("--require-memory-cap", is_flag=True,
-              help="Refuse to run where --memory cannot be capped for the whole run (only per process).")
-@click.option("--quiet", "-q", is_flag=True,
-              help="Say only the final line (and warnings), not each stage nor the live line.")
+@click.option(
+    "--anonymise-seed",
+    type=int,
+    default=None,
+    help="Seed of the anonymised case order (default: a secret random one, kept in the run's private map).",
+)
+@click.option(
+    "--require-memory-cap",
+    is_flag=True,
+    help="Refuse to run where --memory cannot be capped for the whole run (only per process).",
+)
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="Say only the final line (and warnings), not each stage nor the live line.",
+)
 def evaluate(
-    submission: Path, test_dir: Path, gold: Path, db: Path | None, no_record: bool, out: Path | None,
-    strata: Path | None, runner: str, image: str, gpus: str | None, timeout: float, memory: str,
-    cpus: float, pids: int, log_cap: str, submitter: str | None, model: str | None,
-    institution: str | None, link: str | None, submitted: str | None, gold_raters: str | None,
-    seed: int, resamples: int, anonymise_seed: int | None, require_memory_cap: bool, quiet: bool,
-) -> None:  # fmt: skip
+    submission: Path,
+    test_dir: Path,
+    gold: Path,
+    db: Path | None,
+    no_record: bool,
+    out: Path | None,
+    strata: Path | None,
+    runner: str,
+    image: str,
+    gpus: str | None,
+    timeout: float,
+    memory: str,
+    cpus: float,
+    pids: int,
+    log_cap: str,
+    submitter: str | None,
+    model: str | None,
+    institution: str | None,
+    link: str | None,
+    submitted: str | None,
+    gold_raters: str | None,
+    seed: int,
+    resamples: int,
+    anonymise_seed: int | None,
+    require_memory_cap: bool,
+    quiet: bool,
+) -> None:
     """Evaluate SUBMISSION (a folder with predict.py) on the hidden test set, as CodaLab did:
     the test images are copied under anonymised paths, `python3 predict.py input.csv
     output.csv` runs in a sandbox (network off, data read-only, the gold file out of reach,

@@ -416,9 +416,7 @@ def write_outcome(path: Path, verdict: Verdict, limits: Limits, cap: MemoryCap) 
         "reason": verdict.reason,
         "limits": asdict(limits),
         "memory_cap": asdict(cap),
-        "run": None
-        if outcome is None
-        else {k: v for k, v in asdict(outcome).items() if k not in ("log",)},
+        "run": None if outcome is None else {k: v for k, v in asdict(outcome).items() if k not in ("log",)},
         "kappa": None if verdict.result is None else verdict.result.get("Overall_Mean"),
     }
     write_atomic(path, json.dumps(record, indent=2) + "\n")

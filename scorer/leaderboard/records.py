@@ -267,8 +267,9 @@ def from_result(result: object, entry: Entry, *, source: str = "result", scored:
 
     submitter, model, institution, link, submitted, content = check_entry(entry)
     if not isinstance(result, dict):
-        raise HostError(f"{source}: expected a JSON object written by `mura score --json`, "
-                        f"found {type(result).__name__}")  # fmt: skip
+        raise HostError(
+            f"{source}: expected a JSON object written by `mura score --json`, found {type(result).__name__}"
+        )
     try:
         found = result.get("format")
         if found != RESULT_FORMAT:
@@ -293,10 +294,16 @@ def from_result(result: object, entry: Entry, *, source: str = "result", scored:
             for group in GROUPS:
                 where = _path("radiologists", name, group)
                 record = json_object(_field(groups, group, _path("radiologists", name)), where)
-                radiologists.append((name, group, *(
-                    kappa_value(_field(record, key, where), _path(where, key))
-                    for key in ("kappa", "kappa_lower", "kappa_upper")
-                )))  # fmt: skip
+                radiologists.append(
+                    (
+                        name,
+                        group,
+                        *(
+                            kappa_value(_field(record, key, where), _path(where, key))
+                            for key in ("kappa", "kappa_lower", "kappa_upper")
+                        ),
+                    )
+                )
         inputs = json_object(result.get("inputs", {}), "inputs")
         hashes = {}
         for name in ("gold", "predictions"):

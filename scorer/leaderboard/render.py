@@ -93,9 +93,21 @@ def to_markdown(board: Board) -> str:
 # --- CSV and JSON: every column, full precision -------------------------------------------------
 
 COLUMNS = (
-    "kind", "rank", "date", "entry", "submitter", "model", "institution", "note", "link", "submitted",
-    *SCORE_COLUMNS, "interval_source", "id", "content_sha256",
-)  # fmt: skip
+    "kind",
+    "rank",
+    "date",
+    "entry",
+    "submitter",
+    "model",
+    "institution",
+    "note",
+    "link",
+    "submitted",
+    *SCORE_COLUMNS,
+    "interval_source",
+    "id",
+    "content_sha256",
+)
 
 
 def _records(board: Board) -> tuple[dict | None, list[dict]]:
@@ -109,12 +121,24 @@ def _records(board: Board) -> tuple[dict | None, list[dict]]:
     entries = []
     for row in board.rows:
         e = row.entry
-        entries.append({
-            "kind": "submission", "rank": row.rank, "date": display_date(e.submitted), "entry": model_cell(e),
-            "submitter": e.submitter, "model": e.model, "institution": e.institution, "note": e.note,
-            "link": e.link, "submitted": e.submitted, **dict(zip(SCORE_COLUMNS, e.scores)),
-            "interval_source": e.source, "id": e.id, "content_sha256": e.content_sha256,
-        })  # fmt: skip
+        entries.append(
+            {
+                "kind": "submission",
+                "rank": row.rank,
+                "date": display_date(e.submitted),
+                "entry": model_cell(e),
+                "submitter": e.submitter,
+                "model": e.model,
+                "institution": e.institution,
+                "note": e.note,
+                "link": e.link,
+                "submitted": e.submitted,
+                **dict(zip(SCORE_COLUMNS, e.scores)),
+                "interval_source": e.source,
+                "id": e.id,
+                "content_sha256": e.content_sha256,
+            }
+        )
     return radiologist, entries
 
 

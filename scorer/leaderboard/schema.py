@@ -161,8 +161,26 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
 
 
 def _copy_v1_row(conn: sqlite3.Connection, row: tuple) -> None:
-    (sid, identity, submitter, model, institution, link, submitted, scored, status, reason,
-     kappa, lower, upper, per_type, baselines, gold_raters, content, result) = row  # fmt: skip
+    (
+        sid,
+        identity,
+        submitter,
+        model,
+        institution,
+        link,
+        submitted,
+        scored,
+        status,
+        reason,
+        kappa,
+        lower,
+        upper,
+        per_type,
+        baselines,
+        gold_raters,
+        content,
+        result,
+    ) = row
     types = _json(per_type, sid, "per_type") or {}
     scores = [kappa, lower, upper]
     for group in GROUPS[1:]:
@@ -177,9 +195,23 @@ def _copy_v1_row(conn: sqlite3.Connection, row: tuple) -> None:
         "INSERT INTO submissions (id, identity, submitter, model, institution, link, submitted, "
         f"scored, status, reason, {columns}, gold_raters, gold_sha256, content_sha256) "
         f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {marks}, ?, ?, ?)",
-        (sid, identity, submitter, model, institution, link, submitted, scored, status, reason,
-         *scores, gold_raters, gold_sha, content),
-    )  # fmt: skip
+        (
+            sid,
+            identity,
+            submitter,
+            model,
+            institution,
+            link,
+            submitted,
+            scored,
+            status,
+            reason,
+            *scores,
+            gold_raters,
+            gold_sha,
+            content,
+        ),
+    )
     for name, groups in (_json(baselines, sid, "baselines") or {}).items():
         for group, (k, lo, hi) in groups.items():
             conn.execute("INSERT INTO radiologists VALUES (?, ?, ?, ?, ?, ?)", (sid, name, group, k, lo, hi))
@@ -214,9 +246,23 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
             "the version 2 -> 3 migration needs foreign keys off (open_store turns them on after)"
         )
     kept = ", ".join(
-        ("id", "identity", "submitter", "model", "institution", "link", "submitted", "scored", "status",
-         "reason", *SCORE_COLUMNS, "gold_raters", "gold_sha256", "content_sha256")
-    )  # fmt: skip
+        (
+            "id",
+            "identity",
+            "submitter",
+            "model",
+            "institution",
+            "link",
+            "submitted",
+            "scored",
+            "status",
+            "reason",
+            *SCORE_COLUMNS,
+            "gold_raters",
+            "gold_sha256",
+            "content_sha256",
+        )
+    )
     conn.execute(
         _statements(SUBMISSIONS)[0].replace("CREATE TABLE submissions", "CREATE TABLE submissions_v3", 1)
     )

@@ -140,9 +140,24 @@ class Store:
             "INSERT INTO submissions (identity, submitter, model, institution, note, link, submitted, "
             f"scored, status, reason, {columns}, gold_raters, gold_sha256, content_sha256, source) "
             f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {marks}, ?, ?, ?, ?)",
-            (r.identity, r.submitter, r.model, r.institution, r.note, r.link, r.submitted, r.scored,
-             r.status, r.reason, *r.scores, raters, r.gold_sha256, r.content_sha256, r.source),
-        )  # fmt: skip
+            (
+                r.identity,
+                r.submitter,
+                r.model,
+                r.institution,
+                r.note,
+                r.link,
+                r.submitted,
+                r.scored,
+                r.status,
+                r.reason,
+                *r.scores,
+                raters,
+                r.gold_sha256,
+                r.content_sha256,
+                r.source,
+            ),
+        )
         sid = cursor.lastrowid
         assert sid is not None
         self._conn.executemany(
@@ -254,9 +269,19 @@ class Store:
 _KAPPA = "a number from -1 to 1, or NULL"
 # What the board reads of each scored submission (Store.scored; rank.Scored.from_row).
 BOARD_COLUMNS = ", ".join(
-    ("id", "submitter", "model", "institution", "link", "submitted", *schema.SCORE_COLUMNS,
-     "content_sha256", "note", "source")
-)  # fmt: skip
+    (
+        "id",
+        "submitter",
+        "model",
+        "institution",
+        "link",
+        "submitted",
+        *schema.SCORE_COLUMNS,
+        "content_sha256",
+        "note",
+        "source",
+    )
+)
 
 
 def _kappas(values: tuple) -> bool:

@@ -1,6 +1,7 @@
 """Never ends, and leaves a child in its own session behind, which must die with it too.
 The child's command line carries the token of token.txt (written by the test), so the test
 can look for it among the host's processes."""
+
 import subprocess
 import sys
 from pathlib import Path

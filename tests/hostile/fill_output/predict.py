@@ -1,5 +1,6 @@
 """Writes a valid answer, then fills /output with 1 MiB files without end (a disk filler: every
 file stays below the file-size limit)."""
+
 import os
 import sys
 from pathlib import Path

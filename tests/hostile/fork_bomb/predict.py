@@ -1,5 +1,6 @@
 """Forks without end; every child forks too. It first puts the token of token.txt (written by
 the test) on its command line, which every fork inherits, so the test can look for survivors."""
+
 import os
 import sys
 import time

@@ -1,6 +1,7 @@
 """Forks up to 400 children that wait, to count the forks the sandbox allows before it refuses
 one; exits 1 either way (it never answers). It first puts the token of token.txt (written by the
 test) on its command line, which every child inherits, so the test can look for survivors."""
+
 import os
 import sys
 import time

@@ -9,6 +9,7 @@ contents contain one; what opening each target did; the listing, modes and mtime
 and who it is on the host: its uid outside any user namespace (/proc/self/uid_map), its
 capabilities, whether it may open the host's sysctls for writing (opened and closed at once,
 nothing written) and whether it may make a user namespace."""
+
 import ctypes
 import json
 import os

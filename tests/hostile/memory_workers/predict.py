@@ -2,6 +2,7 @@
 256 MiB limit for the whole run the OOM killer ends one of them, and the parent would wait for
 it forever. Only a cap per process lets all four live (384 MiB together). The token of token.txt
 (written by the test) is on every process's command line, so the test can look for survivors."""
+
 import os
 import sys
 import time

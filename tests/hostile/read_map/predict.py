@@ -1,6 +1,7 @@
 """Looks for the organiser's map back (anonymised case -> real study, whose folder names are the
 labels) under its own folder: a run folder inside the submission would hand it every answer.
 Answers from the map where it finds one (a perfect score), else all normal."""
+
 import glob
 import sys
 from pathlib import Path
