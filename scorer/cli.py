@@ -11,6 +11,7 @@ import click
 
 from scorer.errors import HostError, ScoringError
 from scorer.files import write_together
+from scorer.settings import DEFAULTS
 
 
 def fail(exc: ScoringError) -> None:
@@ -64,13 +65,19 @@ def write_outputs(files: Mapping[Path, Callable[[], str]]) -> None:
 @click.option(
     "--seed",
     type=int,
-    default=0,
+    default=DEFAULTS.seed,
     show_default=True,
     help="Seed for the bootstrap and for drawing the gold raters.",
 )
-@click.option("--resamples", type=int, default=10_000, show_default=True, help="Bootstrap resamples.")
 @click.option(
-    "--confidence", type=float, default=0.95, show_default=True, help="Confidence level of the intervals."
+    "--resamples", type=int, default=DEFAULTS.resamples, show_default=True, help="Bootstrap resamples."
+)
+@click.option(
+    "--confidence",
+    type=float,
+    default=DEFAULTS.confidence,
+    show_default=True,
+    help="Confidence level of the intervals.",
 )
 @click.option(
     "--probabilities",
@@ -155,9 +162,9 @@ def score(
     help="`study_path/,finding[;finding...]`: the audit per finding, too.",
 )
 @click.option("--gold-raters", metavar="R1,R2,R3", help="As for `mura score`.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resamples", type=int, default=10_000, show_default=True)
-@click.option("--confidence", type=float, default=0.95, show_default=True)
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
+@click.option("--resamples", type=int, default=DEFAULTS.resamples, show_default=True)
+@click.option("--confidence", type=float, default=DEFAULTS.confidence, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path))

@@ -9,9 +9,7 @@ import click
 from scorer.cli import fail
 from scorer.codabench.bundle import IMAGE, MAX_PER_DAY, MAX_SUBMISSIONS, TIME_LIMIT, TITLE, Options, build
 from scorer.errors import ScoringError
-from scorer.settings import Settings, rater_names
-
-DEFAULTS = Settings()
+from scorer.settings import DEFAULTS, Settings, rater_names
 
 
 @click.group("codabench")

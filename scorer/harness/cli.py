@@ -13,6 +13,7 @@ import click
 from scorer.cli import fail
 from scorer.errors import HostError, ScoringError
 from scorer.harness.sandbox import GiB, Limits, MiB
+from scorer.settings import DEFAULTS
 
 RUNNERS = ("auto", "docker", "bwrap")
 # Turned into an exception, so that the runners' cleanup (`finally`) runs: Python's default for
@@ -117,8 +118,14 @@ def choose_runner(name: str, image: str):
 @click.option("--link", help="A link to the paper or code.")
 @click.option("--submitted", help="When it was submitted (ISO 8601). Default: now.")
 @click.option("--gold-raters", metavar="R1,R2,R3", help="As for `mura score`.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and gold raters.")
-@click.option("--resamples", type=int, default=10_000, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=DEFAULTS.seed,
+    show_default=True,
+    help="Seed of the bootstrap and gold raters.",
+)
+@click.option("--resamples", type=int, default=DEFAULTS.resamples, show_default=True)
 @click.option(
     "--anonymise-seed",
     type=int,
