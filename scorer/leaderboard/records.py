@@ -11,14 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from scorer.errors import HostError, shorten
 from scorer.files import read_file
 from scorer.leaderboard.schema import CODALAB, GROUPS, KIT
-
-if TYPE_CHECKING:
-    from scorer.leaderboard.store import Entry
 
 SCORED, FAILED = "scored", "failed"
 DETAILS = ("model", "institution", "link")  # what re-adding the same record may correct
@@ -75,6 +72,21 @@ class EntryError(HostError):
 
 
 # --- the entry: who submitted what, and when ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Who submitted, what and when; everything but the submitter is optional. Recording the
+    same submission again sets the model, institution and link given (an empty one clears it)
+    and keeps those that are None."""
+
+    submitter: str | None  # None only for an anonymous CodaLab entry (from_import)
+    model: str | None = None
+    institution: str | None = None
+    link: str | None = None
+    submitted: str | None = None  # ISO 8601 date or datetime of the submission; None: now (UTC)
+    content_sha256: str | None = None  # hash of the submitted bundle / predictions; None: taken
+    # from result["inputs"]["predictions"]["sha256"] when present
 
 
 def now_iso() -> str:
