@@ -34,7 +34,7 @@ def test_scorer_never_imports_the_participants_side():
 
 
 def test_mura_score_loads_neither_torch_nor_the_heavy_libraries(tmp_path):
-    from scorer import example_data
+    import example_data
 
     test = example_data.make_test(n=30)
     example_data.write_gold(tmp_path / "gold.csv", test)
