@@ -34,8 +34,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # example_data: the tests' fixtures
 
-from scorer import example_data, report  # noqa: E402
+import example_data  # noqa: E402
+
+from scorer import report  # noqa: E402
 from scorer.leaderboard import rank, records, schema  # noqa: E402
 from scorer.leaderboard.render import FORMATS, RENDERERS  # noqa: E402
 from scorer.leaderboard.store import BOARD_COLUMNS, open_store  # noqa: E402

@@ -26,8 +26,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # example_data: the tests' fixtures
 
-from scorer import example_data  # noqa: E402
+import example_data  # noqa: E402
+
 from scorer.pipeline import score_group  # noqa: E402
 from scorer.settings import Settings  # noqa: E402
 

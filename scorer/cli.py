@@ -11,6 +11,7 @@ import click
 
 from scorer.errors import HostError, ScoringError
 from scorer.files import write_together
+from scorer.settings import DEFAULTS
 
 
 def fail(exc: ScoringError) -> None:
@@ -51,6 +52,13 @@ def write_outputs(files: Mapping[Path, Callable[[], str]]) -> None:
         raise HostError(f"{', '.join(map(str, texts))} cannot be written ({exc.strerror or exc})") from None
 
 
+def settings_option(name: str, help: str | None = None) -> Callable:
+    """The option (`--seed`, `--resamples`, `--confidence`) for the Settings field `name`, with
+    the field's type and default (settings.DEFAULTS), so every command shows the same ones."""
+    default = getattr(DEFAULTS, name)
+    return click.option(f"--{name}", type=type(default), default=default, show_default=True, help=help)
+
+
 @click.command()
 @click.argument("gold", type=click.Path(path_type=Path))
 @click.argument("predictions", type=click.Path(path_type=Path))
@@ -61,17 +69,9 @@ def write_outputs(files: Mapping[Path, Callable[[], str]]) -> None:
     "others are scored as radiologists. Default: all raters when there are three "
     "or fewer, else three drawn with --seed.",
 )
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Seed for the bootstrap and for drawing the gold raters.",
-)
-@click.option("--resamples", type=int, default=10_000, show_default=True, help="Bootstrap resamples.")
-@click.option(
-    "--confidence", type=float, default=0.95, show_default=True, help="Confidence level of the intervals."
-)
+@settings_option("seed", "Seed for the bootstrap and for drawing the gold raters.")
+@settings_option("resamples", "Bootstrap resamples.")
+@settings_option("confidence", "Confidence level of the intervals.")
 @click.option(
     "--probabilities",
     type=click.Path(path_type=Path),
@@ -155,9 +155,9 @@ def score(
     help="`study_path/,finding[;finding...]`: the audit per finding, too.",
 )
 @click.option("--gold-raters", metavar="R1,R2,R3", help="As for `mura score`.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resamples", type=int, default=10_000, show_default=True)
-@click.option("--confidence", type=float, default=0.95, show_default=True)
+@settings_option("seed")
+@settings_option("resamples")
+@settings_option("confidence")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path))

@@ -18,7 +18,6 @@ STUDY_TYPES: tuple[str, ...] = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS",
 OVERALL = "Overall"
 
 _TYPE_IN_PATH = re.compile(r"(?:^|/)XR_([A-Z]+)(?:/|$)")
-_LABEL_SUFFIX = re.compile(r"_(positive|negative)/?$")
 _FOLDER_LABEL = re.compile(r"_(positive|negative)$", re.IGNORECASE)
 
 
@@ -58,11 +57,3 @@ def study_of_image(image_path: str) -> str:
     path = image_path.strip()
     folder, _, _ = path.rpartition("/")
     return normalize_study(folder)
-
-
-def label_in_path(study: str) -> int | None:
-    """The label MURA's folder names give away (`_positive` = 1, `_negative` = 0), if any."""
-    match = _LABEL_SUFFIX.search(study.strip())
-    if match is None:
-        return None
-    return 1 if match.group(1) == "positive" else 0

@@ -1,4 +1,6 @@
-"""The knobs of a scoring run."""
+"""The knobs of a scoring run. Their defaults are written once, here (Settings' fields): every
+command (`mura score`, `audit-labels`, `evaluate`, `codabench bundle`) and Codabench's
+scoring.json read them from DEFAULTS."""
 
 from __future__ import annotations
 
@@ -39,6 +41,9 @@ class Settings:
             )
         if self.seed < 0:
             raise HostError(f"{self.option('seed')} must be a non-negative integer, found {self.seed}")
+
+
+DEFAULTS = Settings()
 
 
 def rater_names(settings_value: str | None) -> tuple[str, ...] | None:

@@ -14,10 +14,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import example_data
 import numpy as np
 import pytest
 
-from scorer import example_data
 from scorer.harness import bwrap_runner, docker_runner
 
 ROOT = Path(__file__).resolve().parents[1]

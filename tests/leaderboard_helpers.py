@@ -9,7 +9,9 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from scorer import example_data, report
+import example_data
+
+from scorer import report
 from scorer.pipeline import score_files
 from scorer.settings import Settings
 

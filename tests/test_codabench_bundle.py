@@ -357,7 +357,7 @@ def test_the_scoring_program_zip_holds_only_what_it_imports_and_runs_from_it_alo
     assert out.read_bytes() == programs.scoring_program()  # the bundle's own, byte for byte
 
     # Run where the worker runs it: its folder as the working directory, no kit on the path.
-    from scorer import example_data
+    import example_data
 
     test = example_data.make_test(n=30, seed=3)
     (tmp_path / "input" / "ref").mkdir(parents=True)

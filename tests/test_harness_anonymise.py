@@ -10,10 +10,10 @@ import re
 import uuid
 from pathlib import Path
 
+import example_data
 import pytest
 from harness_helpers import RUNNERS, copy_submission, make_hidden_test, runner_or_skip, tree_digest
 
-from scorer import example_data
 from scorer.errors import HostError
 from scorer.formats import read_gold
 from scorer.harness.anonymise import FIXED_MTIME, MAP_NAME, anonymise, study_images

@@ -8,10 +8,10 @@ import sqlite3
 import subprocess
 import sys
 
+import example_data
 import pytest
 from leaderboard_helpers import ROOT, assert_host_error, mura
 
-from scorer import example_data
 from scorer.leaderboard.store import open_store
 
 

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from example_data import make_test, noisy_predictions
 
 from scorer import bootstrap, metrics
-from scorer.example_data import make_test, noisy_predictions
 from scorer.gold import Panel
 from scorer.pipeline import score_group
 from scorer.settings import Settings

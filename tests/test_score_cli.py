@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -575,3 +576,52 @@ def test_a_failed_write_leaves_no_file_behind(tmp_path):
 def test_too_many_resamples_is_a_host_error(case):
     gold, sub, _ = case
     assert_host_error(mura("score", gold, sub, "--resamples", "100000000"), "--resamples", "1,000,000")
+
+
+def test_the_scoring_defaults_are_written_once(tmp_path):
+    """seed, resamples and confidence: changed in Settings alone, every command's options and
+    Codabench's scoring.json (absent, or without those fields) follow."""
+    kit = tmp_path / "kit"
+    shutil.copytree(ROOT / "scorer", kit / "scorer", ignore=shutil.ignore_patterns("__pycache__"))
+    settings = kit / "scorer" / "settings.py"
+    text = settings.read_text()
+    for old, new in [("seed: int = 0", "seed: int = 7"), ("resamples: int = 10_000", "resamples: int = 123")]:
+        assert old in text
+        text = text.replace(old, new)
+    settings.write_text(text.replace("confidence: float = 0.95", "confidence: float = 0.9"))
+    (tmp_path / "none" / "ref").mkdir(parents=True)
+    (tmp_path / "some" / "ref").mkdir(parents=True)
+    (tmp_path / "some" / "ref" / "scoring.json").write_text('{"gold_raters": "Rad1,Rad2,Rad3"}')
+    probe = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from scorer.cli import score, audit_labels\n"
+        "from scorer.harness.cli import evaluate\n"
+        "from scorer.codabench.cli import bundle\n"
+        "from scorer.codabench import _settings\n"
+        "knobs = ('seed', 'resamples', 'confidence')\n"
+        "shown = {c.name: {p.name: p.default for p in c.params if p.name in knobs}\n"
+        "         for c in (score, audit_labels, evaluate, bundle)}\n"
+        "for name in ('none', 'some'):\n"
+        "    s = _settings(Path(sys.argv[1]) / name / 'ref')\n"
+        "    shown[name] = {'seed': s.seed, 'resamples': s.resamples, 'confidence': s.confidence}\n"
+        "print(json.dumps(shown))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(kit)},
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    every = {"seed": 7, "resamples": 123, "confidence": 0.9}
+    without_confidence = {"seed": 7, "resamples": 123}
+    assert json.loads(proc.stdout) == {
+        "score": every,
+        "audit-labels": every,
+        "evaluate": without_confidence,
+        "bundle": without_confidence,
+        "none": every,
+        "some": every,
+    }

@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import example_data
 import pytest
-
-from scorer import example_data
 
 ROOT = Path(__file__).resolve().parents[1]
 

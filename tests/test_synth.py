@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -16,11 +17,20 @@ from PIL import Image
 from reference_model import cpus, synth
 from reference_model.synth import FULL_SIZE, MARKER, ROOT_NAME, SPLITS, Options, SynthError, generate, plan
 from scorer.formats import read_gold, read_rows
-from scorer.paths import STUDY_TYPES, label_in_path, normalize_study, study_of_image, study_type
+from scorer.paths import STUDY_TYPES, normalize_study, study_of_image, study_type
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "real" / "MURA-v1.1"
 SMALL = Options(seed=3, train_studies=150, valid_studies=40, test_studies=40, image_size=64, rgb_rate=0.1)
+_LABEL_SUFFIX = re.compile(r"_(positive|negative)/?$")
+
+
+def label_in_path(study: str) -> int | None:
+    """The label MURA's folder names give away (`_positive` = 1, `_negative` = 0), if any."""
+    match = _LABEL_SUFFIX.search(study.strip())
+    if match is None:
+        return None
+    return 1 if match.group(1) == "positive" else 0
 
 
 @pytest.fixture(scope="module")

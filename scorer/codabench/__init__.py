@@ -6,8 +6,8 @@ predictions. Writes OUTPUT/scores.json (and scores.txt, `key: value` lines, for 
 Competitions v1) with the official MURA keys, and OUTPUT/detailed_results.html: the
 participants' view of the report (report.participant_html), since participants can read it.
 
-Options, all optional, come from INPUT/ref/scoring.json: {"gold_raters": ["Rad1", "Rad4",
-"Rad5"] (or "Rad1,Rad4,Rad5"), "seed": 0, "resamples": 10000}.
+Options, all optional, come from INPUT/ref/scoring.json (CONFIG_FORM): gold_raters as a list
+or as "Rad1,Rad4,Rad5", seed and resamples; what it leaves out is as for `mura score`.
 
 A failure exits non-zero; the last line on stderr is what the participant sees, so it says
 what to fix, and never shows gold labels: a submission's error says what to change; the
@@ -34,11 +34,14 @@ from scorer.errors import (
     shorten,
 )
 from scorer.files import read_file, write_together
+from scorer.settings import DEFAULTS, Settings, rater_names
 
 GOLD_NAMES = ("test.csv", "gold.csv", "valid_labeled_studies.csv")
 PREDICTION_NAMES = ("output.csv", "predictions.csv")
 CONFIG = "scoring.json"
-CONFIG_FORM = '{"gold_raters": ["Rad1", "Rad4", "Rad5"], "seed": 0, "resamples": 10000}'
+CONFIG_FORM = (
+    f'{{"gold_raters": ["Rad1", "Rad4", "Rad5"], "seed": {DEFAULTS.seed}, "resamples": {DEFAULTS.resamples}}}'
+)
 OUTPUTS = ("scores.json", "scores.txt", "detailed_results.html")
 # Written into res/ by the ingestion program (scorer.codabench.ingestion) while it runs and when
 # it fails: the line it ended with. Codabench scores even when the prediction step failed.
@@ -65,9 +68,7 @@ def _pick(folder: Path, preferred: tuple[str, ...], error: type[ScoringError], w
     )
 
 
-def _settings(ref: Path):  # -> Settings
-    from scorer.settings import Settings, rater_names
-
+def _settings(ref: Path) -> Settings:
     config = ref / CONFIG
     source = f"ref/{CONFIG}"
     if not config.exists():
@@ -99,7 +100,9 @@ def _settings(ref: Path):  # -> Settings
             raise HostError(f'{source} field "{name}": expected an integer, found {json.dumps(value)}')
         return value
 
-    return Settings(names, integer("seed", 0), integer("resamples", 10_000), source=source)
+    return Settings(
+        names, integer("seed", DEFAULTS.seed), integer("resamples", DEFAULTS.resamples), source=source
+    )
 
 
 def official_scores(result: dict) -> dict[str, float]:

@@ -6,12 +6,10 @@ from pathlib import Path
 
 import click
 
-from scorer.cli import fail
+from scorer.cli import fail, settings_option
 from scorer.codabench.bundle import IMAGE, MAX_PER_DAY, MAX_SUBMISSIONS, TIME_LIMIT, TITLE, Options, build
 from scorer.errors import ScoringError
 from scorer.settings import Settings, rater_names
-
-DEFAULTS = Settings()
 
 
 @click.group("codabench")
@@ -102,16 +100,8 @@ def group() -> None:
     "--queue", metavar="VHOST", help="Your compute-worker queue's vhost (Codabench: Queue Management)."
 )
 @click.option("--gold-raters", metavar="R1,R2,R3", help="As for `mura score`.")
-@click.option(
-    "--seed",
-    type=int,
-    default=DEFAULTS.seed,
-    show_default=True,
-    help="Seed of the bootstrap and of drawing the gold raters.",
-)
-@click.option(
-    "--resamples", type=int, default=DEFAULTS.resamples, show_default=True, help="Bootstrap resamples."
-)
+@settings_option("seed", "Seed of the bootstrap and of drawing the gold raters.")
+@settings_option("resamples", "Bootstrap resamples.")
 def bundle(
     test_dir: Path,
     gold: Path,

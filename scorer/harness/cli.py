@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from scorer.cli import fail
+from scorer.cli import fail, settings_option
 from scorer.errors import HostError, ScoringError
 from scorer.harness.sandbox import GiB, Limits, MiB
 
@@ -117,8 +117,8 @@ def choose_runner(name: str, image: str):
 @click.option("--link", help="A link to the paper or code.")
 @click.option("--submitted", help="When it was submitted (ISO 8601). Default: now.")
 @click.option("--gold-raters", metavar="R1,R2,R3", help="As for `mura score`.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and gold raters.")
-@click.option("--resamples", type=int, default=10_000, show_default=True)
+@settings_option("seed", "Seed of the bootstrap and gold raters.")
+@settings_option("resamples")
 @click.option(
     "--anonymise-seed",
     type=int,

@@ -30,7 +30,7 @@ import json
 import os
 import stat
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -86,7 +86,6 @@ class Verdict:
     result: dict | None = None
     outcome: RunOutcome | None = None
     recorded: tuple[int, bool] | None = None  # (leaderboard id, newly added)
-    files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -175,11 +174,6 @@ def evaluate(
         verdict.recorded = record(db, verdict, submission)
         sid, added = verdict.recorded
         progress.stage(f"{'recorded' if added else 'already recorded'} on {db} as submission {sid}")
-    verdict.files = {
-        name: out / name
-        for name in ("log.txt", "outcome.json", "predictions.csv", "result.json", "score.html")
-        if (out / name).is_file()
-    }
     return verdict
 
 

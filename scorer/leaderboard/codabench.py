@@ -24,9 +24,8 @@ from scorer.errors import HostError
 from scorer.files import read_file
 from scorer.leaderboard import records
 from scorer.leaderboard.codalab import Skipped
-from scorer.leaderboard.records import EntryError, Record
+from scorer.leaderboard.records import Entry, EntryError, Record
 from scorer.leaderboard.schema import GROUPS
-from scorer.leaderboard.store import Entry
 
 _BOARD = re.compile(r"^(?P<board>.*) - (?P<phase>.*)\((?P<id>\d+)\)$")
 _SUBMISSION = re.compile(r"^(?P<owner>.+)-(?P<id>\d+)$")

@@ -11,14 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from scorer.errors import HostError, shorten
 from scorer.files import read_file
 from scorer.leaderboard.schema import CODALAB, GROUPS, KIT
-
-if TYPE_CHECKING:
-    from scorer.leaderboard.store import Entry
 
 SCORED, FAILED = "scored", "failed"
 DETAILS = ("model", "institution", "link")  # what re-adding the same record may correct
@@ -75,6 +72,21 @@ class EntryError(HostError):
 
 
 # --- the entry: who submitted what, and when ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Who submitted, what and when; everything but the submitter is optional. Recording the
+    same submission again sets the model, institution and link given (an empty one clears it)
+    and keeps those that are None."""
+
+    submitter: str | None  # None only for an anonymous CodaLab entry (from_import)
+    model: str | None = None
+    institution: str | None = None
+    link: str | None = None
+    submitted: str | None = None  # ISO 8601 date or datetime of the submission; None: now (UTC)
+    content_sha256: str | None = None  # hash of the submitted bundle / predictions; None: taken
+    # from result["inputs"]["predictions"]["sha256"] when present
 
 
 def now_iso() -> str:
@@ -263,53 +275,22 @@ def _name(value: object, field: str) -> str:
 def from_result(result: object, entry: Entry, *, source: str = "result", scored: str | None = None) -> Record:
     """A `mura score --json` result as a row. `source` names the result in messages about it
     (an EntryError, about the entry, does not)."""
-    from scorer.pipeline import RESULT_FORMAT  # imported here: only recording needs the scorer
-
     submitter, model, institution, link, submitted, content = check_entry(entry)
     if not isinstance(result, dict):
         raise HostError(
             f"{source}: expected a JSON object written by `mura score --json`, found {type(result).__name__}"
         )
     try:
-        found = result.get("format")
-        if found != RESULT_FORMAT:
-            raise HostError(
-                f"format: expected {RESULT_FORMAT!r} (a result written by `mura score --json FILE`), "
-                f"found {'nothing' if found is None else _repr(found)}"
-            )
+        _check_format(result)
         scores = tuple(
             kappa_value(_field(result, f"{group}_{part}", ""), f"{group}_{part}")
             for group in GROUPS
             for part in ("Mean", "Lower", "Upper")
         )
-        gold = json_object(_field(result, "gold", ""), "gold")
-        raters = _field(gold, "gold_raters", "gold")
-        if not isinstance(raters, list) or not all(isinstance(r, str) and r for r in raters):
-            raise HostError(f"gold.gold_raters: expected a list of rater names, found {_repr(raters)}")
-        raters = [_name(r, "gold.gold_raters") for r in raters]
-        radiologists = []
-        for key, groups in json_object(_field(result, "radiologists", ""), "radiologists").items():
-            name = _name(key, "radiologists")
-            groups = json_object(groups, _path("radiologists", name))
-            for group in GROUPS:
-                where = _path("radiologists", name, group)
-                record = json_object(_field(groups, group, _path("radiologists", name)), where)
-                radiologists.append(
-                    (
-                        name,
-                        group,
-                        *(
-                            kappa_value(_field(record, key, where), _path(where, key))
-                            for key in ("kappa", "kappa_lower", "kappa_upper")
-                        ),
-                    )
-                )
+        raters = _gold_raters(result)
+        radiologists = _radiologists(result)
         inputs = json_object(result.get("inputs", {}), "inputs")
-        hashes = {}
-        for name in ("gold", "predictions"):
-            if name in inputs:
-                item = json_object(inputs[name], _path("inputs", name))
-                hashes[name] = _sha256(item.get("sha256"), _path("inputs", name, "sha256"))
+        hashes = _input_hashes(inputs)
     except HostError as exc:
         raise HostError(f"{source}: {exc.message}") from None
     content = content or hashes.get("predictions")
@@ -333,13 +314,62 @@ def from_result(result: object, entry: Entry, *, source: str = "result", scored:
         status=SCORED,
         reason=None,
         scores=scores,
-        radiologists=tuple(radiologists),
-        gold_raters=tuple(raters),
+        radiologists=radiologists,
+        gold_raters=raters,
         gold_sha256=hashes.get("gold"),
         content_sha256=content,
         result_json=body,
         given=given(entry),
     )
+
+
+def _check_format(result: dict) -> None:
+    """The result says it was written by this kit's `mura score --json`, in its format."""
+    from scorer.pipeline import RESULT_FORMAT  # imported here: only recording needs the scorer
+
+    found = result.get("format")
+    if found != RESULT_FORMAT:
+        raise HostError(
+            f"format: expected {RESULT_FORMAT!r} (a result written by `mura score --json FILE`), "
+            f"found {'nothing' if found is None else _repr(found)}"
+        )
+
+
+def _gold_raters(result: dict) -> tuple[str, ...]:
+    """The raters whose majority was the gold standard (result["gold"]["gold_raters"])."""
+    gold = json_object(_field(result, "gold", ""), "gold")
+    raters = _field(gold, "gold_raters", "gold")
+    if not isinstance(raters, list) or not all(isinstance(r, str) and r for r in raters):
+        raise HostError(f"gold.gold_raters: expected a list of rater names, found {_repr(raters)}")
+    return tuple(_name(r, "gold.gold_raters") for r in raters)
+
+
+def _radiologists(result: dict) -> tuple[tuple[str, str, float | None, float | None, float | None], ...]:
+    """(name, group, kappa, lower, upper) of each radiologist scored against the gold standard,
+    for every group."""
+    rows = []
+    for key, groups in json_object(_field(result, "radiologists", ""), "radiologists").items():
+        name = _name(key, "radiologists")
+        groups = json_object(groups, _path("radiologists", name))
+        for group in GROUPS:
+            where = _path("radiologists", name, group)
+            record = json_object(_field(groups, group, _path("radiologists", name)), where)
+            kappas = (
+                kappa_value(_field(record, key, where), _path(where, key))
+                for key in ("kappa", "kappa_lower", "kappa_upper")
+            )
+            rows.append((name, group, *kappas))
+    return tuple(rows)
+
+
+def _input_hashes(inputs: dict) -> dict[str, str | None]:
+    """The sha256 of the gold and predictions files the result names (those it names)."""
+    hashes = {}
+    for name in ("gold", "predictions"):
+        if name in inputs:
+            item = json_object(inputs[name], _path("inputs", name))
+            hashes[name] = _sha256(item.get("sha256"), _path("inputs", name, "sha256"))
+    return hashes
 
 
 def from_failure(reason: object, entry: Entry, *, scored: str | None = None) -> Record:

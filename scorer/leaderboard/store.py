@@ -27,7 +27,7 @@ from pathlib import Path
 
 from scorer.errors import HostError
 from scorer.leaderboard import records, schema
-from scorer.leaderboard.records import Record
+from scorer.leaderboard.records import Entry, Record  # Entry: imported from here too (README)
 
 # `--db`'s default: $MURA_LEADERBOARD, else leaderboard.sqlite in the current folder.
 ENV_VAR = "MURA_LEADERBOARD"
@@ -38,21 +38,6 @@ SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite dat
 
 # What recording did (Recorded.status).
 ADDED, UPDATED, UNCHANGED = "added", "updated", "unchanged"
-
-
-@dataclass(frozen=True)
-class Entry:
-    """Who submitted, what and when; everything but the submitter is optional. Recording the
-    same submission again sets the model, institution and link given (an empty one clears it)
-    and keeps those that are None."""
-
-    submitter: str | None  # None only for an anonymous CodaLab entry (records.from_import)
-    model: str | None = None
-    institution: str | None = None
-    link: str | None = None
-    submitted: str | None = None  # ISO 8601 date or datetime of the submission; None: now (UTC)
-    content_sha256: str | None = None  # hash of the submitted bundle / predictions; None: taken
-    # from result["inputs"]["predictions"]["sha256"] when present
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,12 @@
-"""Example gold files and submissions, for trying the scorer without MURA's hidden test set.
+"""Example gold files and submissions (test and benchmark fixtures), without MURA's hidden test set.
 
-`python -m scorer.example_data OUT` writes a 207-study gold file read by six simulated
-radiologists and a few submissions (a strong one, a weak one, one that leaves out the studies it
-got wrong -- the trick the official script's inner join rewarded -- and one with probabilities
-instead of 0/1), then scores each and prints what the scorer makes of it.
+write_examples writes a 207-study gold file read by six simulated radiologists and a few
+submissions: a strong one, a weak one, one that leaves out the studies it got wrong -- the trick
+the official script's inner join rewarded -- and one with probabilities instead of 0/1.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,30 +76,3 @@ def write_examples(out: Path, seed: int = 0) -> dict[str, Path]:
         files[name] = out / f"{name}.csv"
         write_predictions(files[name], studies, list(values))
     return files
-
-
-def main(argv: list[str]) -> int:
-    from scorer import report
-    from scorer.errors import ScoringError
-    from scorer.pipeline import score_files
-    from scorer.settings import Settings
-
-    out = Path(argv[0] if argv else "demo-output")
-    files = write_examples(out)
-    print(f"Example gold file (6 radiologists, {TEST_STUDIES} studies): {files['gold']}")
-    for name, path in files.items():
-        if name == "gold":
-            continue
-        print(f"\n=== mura score {files['gold']} {path}")
-        try:
-            result = score_files(files["gold"], path, Settings())
-        except ScoringError as exc:
-            print(exc.line())
-            continue
-        (out / f"{name}.score.json").write_text(report.to_json(result))
-        print(report.to_table(result), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
