@@ -40,7 +40,7 @@ import example_data  # noqa: E402
 
 from scorer import report  # noqa: E402
 from scorer.leaderboard import rank, records, schema  # noqa: E402
-from scorer.leaderboard.render import FORMATS, RENDERERS  # noqa: E402
+from scorer.leaderboard.render import RENDERERS, render_board  # noqa: E402
 from scorer.leaderboard.store import BOARD_COLUMNS, open_store  # noqa: E402
 from scorer.pipeline import score_files  # noqa: E402
 from scorer.settings import Settings  # noqa: E402
@@ -100,7 +100,7 @@ def fill(path: Path, entries: int, seed: int = 0) -> None:
 def kit_render(db: Path, fmt: str) -> str:
     with open_store(db, read_only=True) as store:
         board = rank.build(store)
-    return RENDERERS[fmt](board)
+    return render_board(fmt, board)
 
 
 def naive_render(db: Path, fmt: str) -> str:
@@ -116,7 +116,7 @@ def naive_render(db: Path, fmt: str) -> str:
     name, found = baselines
     best = rank.Radiologist(f"{rank.RADIOLOGIST_LABEL} ({name})", found[name])
     board = rank.Board(rows, best, [rank.Radiologist(n, s) for n, s in found.items()], 0.5, "all", left_off)
-    return RENDERERS[fmt](board)
+    return render_board(fmt, board)
 
 
 def pandas_render(db: Path, fmt: str) -> str | None:
@@ -173,7 +173,7 @@ def main() -> None:
 
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         results = {}
-        for fmt in FORMATS:
+        for fmt in RENDERERS:
             kit = timed(lambda fmt=fmt: kit_render(db, fmt), args.runs)
             out = Path(tmp) / f"board.{fmt}"
             command = [

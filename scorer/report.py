@@ -1,16 +1,28 @@
 """Rendering score and audit results: JSON (the official keys first), a plain-text table, an
-HTML page. Both the text and the HTML come from the same list of sections."""
+HTML page (scorer.html) with the ROC curve as inline SVG (scorer.svg). Both the text and the
+HTML come from the same list of sections."""
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from scorer.html import escape, interval, number, page, table
 from scorer.paths import OVERALL
 from scorer.pipeline import MODEL
+from scorer.svg import (
+    MODEL_COLOUR,
+    RADIOLOGIST_COLOUR,
+    Scale,
+    coordinate,
+    line,
+    svg,
+    text,
+    ticks,
+    x_axis,
+    y_axis,
+)
 
 
 @dataclass
@@ -26,16 +38,8 @@ def to_json(result: dict) -> str:
     return json.dumps(result, indent=2, allow_nan=False) + "\n"
 
 
-def _f(value: float | None, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def _ci(lower: float | None, upper: float | None) -> str:
-    return "—" if lower is None or upper is None else f"[{lower:.3f}, {upper:.3f}]"
-
-
 def _with_ci(record: dict, metric: str) -> str:
-    return f"{_f(record[metric])} {_ci(record[f'{metric}_lower'], record[f'{metric}_upper'])}"
+    return f"{number(record[metric])} {interval(record[f'{metric}_lower'], record[f'{metric}_upper'])}"
 
 
 def _header(result: dict) -> list[str]:
@@ -79,13 +83,13 @@ def model_section(result: dict) -> Section:
             [
                 group,
                 str(r["n"]),
-                _f(r["kappa"]),
-                _ci(r["kappa_lower"], r["kappa_upper"]),
-                _ci(r["kappa_asymptotic_lower"], r["kappa_asymptotic_upper"]),
-                _f(r["accuracy"]),
-                _f(r["sensitivity"]),
-                _f(r["specificity"]),
-                _f(r["f1"]),
+                number(r["kappa"]),
+                interval(r["kappa_lower"], r["kappa_upper"]),
+                interval(r["kappa_asymptotic_lower"], r["kappa_asymptotic_upper"]),
+                number(r["accuracy"]),
+                number(r["sensitivity"]),
+                number(r["specificity"]),
+                number(r["f1"]),
                 str(r["tp"]),
                 str(r["fp"]),
                 str(r["tn"]),
@@ -104,14 +108,14 @@ def radiologist_section(result: dict) -> Section:
         for name in names:
             d = result["model_minus_radiologist"][name][group]
             mark = " *" if d["significant"] else ""
-            row.append(f"{_f(d['difference'])} {_ci(d['lower'], d['upper'])}{mark}")
+            row.append(f"{number(d['difference'])} {interval(d['lower'], d['upper'])}{mark}")
         rows.append(row)
     notes = []
     best = result["best_radiologist"]
     if best:
         notes.append(
-            f"Best radiologist: {best['name']}, overall kappa {_f(best['kappa'])} "
-            f"{_ci(best['lower'], best['upper'])}"
+            f"Best radiologist: {best['name']}, overall kappa {number(best['kappa'])} "
+            f"{interval(best['lower'], best['upper'])}"
         )
     return Section(
         "Radiologists (kappa and bootstrap CI) and model − radiologist "
@@ -129,7 +133,7 @@ def strata_section(result: dict) -> Section:
     rows = []
     for stratum, group in strata["groups"].items():
         metric, m = group["metric"], group[MODEL]
-        d = m["difference"]
+        d, flag = m["difference"], " !" if group["flag"] else ""
         rows.append(
             [
                 stratum,
@@ -137,8 +141,8 @@ def strata_section(result: dict) -> Section:
                 str(group["abnormal"]),
                 metric,
                 _with_ci(m, metric),
-                _f(m[f"all_studies_{metric}"]),
-                f"{_f(d['difference'])} {_ci(d['lower'], d['upper'])}{' !' if group['flag'] else ''}",
+                number(m[f"all_studies_{metric}"]),
+                f"{number(d['difference'])} {interval(d['lower'], d['upper'])}{flag}",
                 *(_with_ci(group[name], metric) for name in names),
             ]
         )
@@ -158,7 +162,7 @@ def roc_section(result: dict) -> Section:
     rows = [[OVERALL, _with_ci(r, "auc")]]
     rows += [[group, _with_ci(v, "auc")] for group, v in r["per_type"].items()]
     notes = [
-        f"{name}: operating point FPR {_f(p['fpr'])}, TPR {_f(p['tpr'])}, "
+        f"{name}: operating point FPR {number(p['fpr'])}, TPR {number(p['tpr'])}, "
         f"{'under' if p['under_curve'] else 'on or above'} the model's ROC curve"
         for name, p in r["radiologists"].items()
     ]
@@ -209,78 +213,130 @@ def _notes(result: dict) -> list[str]:
     return [note for note in result["notes"] if note not in flags]
 
 
-def _html_table(section: Section) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in section.head)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in section.rows
-    )
-    notes = "".join(f"<p>{html.escape(n)}</p>" for n in section.notes)
-    table = f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
-    return f"<h2>{html.escape(section.title)}</h2>{table}{notes}"
+def _html_section(section: Section) -> str:
+    rows = ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in section.rows]
+    notes = "".join(f"<p>{escape(n)}</p>" for n in section.notes)
+    return f"<h2>{escape(section.title)}</h2>{table(section.head, rows)}{notes}"
 
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 80rem; }
-table { border-collapse: collapse; margin: 1rem 0; }
+# The report's own rules, beside those every page has (scorer.html).
+_STYLE = """body { max-width: 80rem; }
 th, td { padding: .3rem .6rem; border-bottom: 1px solid #ddd; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 thead th { background: #f3f3f3; }
 h2 { font-size: 1.1rem; margin-top: 2rem; }
-img { max-width: 36rem; }
 """
 
 
 def _page(title: str, header: list[str], sections: list[Section], notes: list[str], extra: str = "") -> str:
-    parts = [f"<p>{html.escape(line)}</p>" for line in header]
-    parts += [_html_table(section) for section in sections]
-    parts.append(extra)
+    parts = [f"<p>{escape(line)}</p>" for line in header]
+    parts += [_html_section(section) for section in sections]
+    if extra:
+        parts.append(extra)
     if notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>\n"
-    )
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
+    return page(title, parts, _STYLE)
 
 
 def to_html(result: dict, title: str = "MURA score") -> str:
     figure = ""
     if "roc" in result:
-        png = base64.b64encode(roc_png(result["roc"])).decode("ascii")
-        alt = "ROC curve with the radiologists' operating points"
-        figure = f'<h2>ROC curve</h2><img alt="{alt}" src="data:image/png;base64,{png}">'
+        figure = f'<h2>ROC curve</h2><figure id="roc">{roc_svg(result["roc"])}</figure>'
     return _page(title, _header(result), score_sections(result), _notes(result), figure)
 
 
-def roc_png(roc: dict) -> bytes:
-    """The model's ROC curve with each radiologist's operating point, as a PNG."""
-    import io
+# --- the ROC curve ----------------------------------------------------------------------------
 
-    import matplotlib
+ROC_WIDTH, ROC_HEIGHT = 500, 504
+ROC_LEFT, ROC_RIGHT, ROC_TOP, ROC_BOTTOM = 60, 484, 36, 460  # the plot's square
+ABOVE_COLOUR = "#27ae60"  # a radiologist on or above the curve (under it: RADIOLOGIST_COLOUR)
+CHANCE = 'stroke="#999" stroke-width="1" stroke-dasharray="5 4"'
+TITLE = "ROC against the gold standard"
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5, 5), dpi=100)
-    ax = fig.add_subplot()
-    ax.plot(
-        roc["roc"]["fpr"], roc["roc"]["tpr"], color="#1f5fa8", lw=2, label=f"model (AUC {_f(roc['auc'])})"
+def roc_svg(roc: dict) -> str:
+    """The model's ROC curve with the chance line and each radiologist's operating point (red
+    under the curve, green on or above it), as an <svg> element."""
+    marks = ticks(0.0, 1.0)
+    x = Scale(0.0, 1.0, ROC_LEFT, ROC_RIGHT)
+    y = Scale(0.0, 1.0, ROC_BOTTOM, ROC_TOP)
+    parts = [
+        text(coordinate((ROC_LEFT + ROC_RIGHT) / 2), 22, TITLE, "middle", 'font-weight="bold"'),
+        x_axis(x, marks, ROC_TOP, ROC_BOTTOM, "False positive rate (1 − specificity)", ROC_HEIGHT - 6),
+        y_axis(y, marks, ROC_LEFT, ROC_RIGHT, "True positive rate (sensitivity)", ROC_LEFT - 40),
+        line(x.at(0), y.at(0), x.at(1), y.at(1), f'class="chance" {CHANCE}'),
+    ]
+    points = curve_points(roc["roc"]["fpr"], roc["roc"]["tpr"], x, y)
+    if points:
+        parts.append(
+            f'<polyline class="roc" points="{points}" fill="none" stroke="{MODEL_COLOUR}" stroke-width="2" '
+            'stroke-linejoin="round"/>'
+        )
+    parts += [_operating_point(name, p, x, y) for name, p in roc["radiologists"].items()]
+    parts.append(_roc_legend(f"model (AUC {number(roc['auc'])})", bool(roc["radiologists"])))
+    return svg(ROC_WIDTH, ROC_HEIGHT, "ROC curve with the radiologists' operating points", parts)
+
+
+def curve_points(fpr: Sequence[float | None], tpr: Sequence[float | None], x: Scale, y: Scale) -> str:
+    """A polyline's `points` for the curve: each point once, to 0.1 px, leaving out the middle of
+    straight horizontal and vertical runs; so a test set of a million studies (a million points)
+    draws at most a few thousand corners. Undefined (null) rates are left out."""
+    kept: list[tuple[str, str]] = []
+    for f, t in zip(fpr, tpr):
+        if f is None or t is None:
+            continue
+        point = (x.at(f), y.at(t))
+        if kept and point == kept[-1]:
+            continue
+        straight = len(kept) >= 2 and (
+            kept[-2][0] == kept[-1][0] == point[0] or kept[-2][1] == kept[-1][1] == point[1]
+        )
+        if straight:
+            kept[-1] = point
+        else:
+            kept.append(point)
+    return " ".join(f"{a},{b}" for a, b in kept)
+
+
+def _operating_point(name: str, point: dict, x: Scale, y: Scale) -> str:
+    """A radiologist's point (its rates on hover) and name."""
+    under = point["under_curve"]
+    hover = (
+        f"{name}: FPR {number(point['fpr'])}, TPR {number(point['tpr'])}, "
+        f"{'under' if under else 'on or above'} the model's ROC curve"
     )
-    ax.plot([0, 1], [0, 1], color="#999", lw=1, ls="--")
-    for name, p in roc["radiologists"].items():
-        ax.plot(p["fpr"], p["tpr"], "o", color="#c0392b" if p["under_curve"] else "#27ae60")
-        ax.annotate(name, (p["fpr"], p["tpr"]), textcoords="offset points", xytext=(5, -10), fontsize=8)
-    ax.set(
-        xlabel="False positive rate (1 − specificity)",
-        ylabel="True positive rate (sensitivity)",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        title="ROC against the gold standard",
+    cx, cy = x(point["fpr"]), y(point["tpr"])
+    colour = RADIOLOGIST_COLOUR if under else ABOVE_COLOUR
+    kind = "under-curve" if under else "on-or-above-curve"
+    return (
+        f'<circle class="operating-point {kind}" cx="{coordinate(cx)}" cy="{coordinate(cy)}" r="4" '
+        f'fill="{colour}"><title>{escape(hover)}</title></circle>'
+        + text(coordinate(cx + 6), coordinate(cy + 14), escape(name))
     )
-    ax.legend(loc="lower right")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+
+
+def _roc_legend(model: str, radiologists: bool) -> str:
+    """A legend in the plot's lower right corner: the curve, chance and, with radiologists,
+    the two colours of their points."""
+    samples = [
+        (line(0, 0, 24, 0, f'stroke="{MODEL_COLOUR}" stroke-width="2"'), model),
+        (line(0, 0, 24, 0, CHANCE), "chance"),
+    ]
+    if radiologists:
+        samples += [
+            (f'<circle cx="12" cy="0" r="4" fill="{RADIOLOGIST_COLOUR}"/>', "radiologist under the curve"),
+            (f'<circle cx="12" cy="0" r="4" fill="{ABOVE_COLOUR}"/>', "radiologist on or above the curve"),
+        ]
+    width, row = 250, 18
+    height = row * len(samples) + 8
+    left, top = ROC_RIGHT - 8 - width, ROC_BOTTOM - 8 - height
+    parts = [f'<rect x="{left}" y="{top}" width="{width}" height="{height}" fill="#fff" stroke="#ccc"/>']
+    for i, (sample, label) in enumerate(samples):
+        at = top + 4 + row * i + row // 2
+        parts.append(
+            f'<g transform="translate({left + 8} {at})">{sample}</g>' + text(left + 40, at + 4, escape(label))
+        )
+    return '<g class="legend">' + "".join(parts) + "</g>"
 
 
 # --- the participants' view (Codabench's detailed_results.html) ------------------------------
@@ -296,7 +352,7 @@ def roc_png(roc: dict) -> bytes:
 def participant_sections(result: dict) -> list[Section]:
     head = ["Study type", "n", "Kappa", "Bootstrap CI"]
     rows = [
-        [group, str(r["n"]), _f(r["kappa"]), _ci(r["kappa_lower"], r["kappa_upper"])]
+        [group, str(r["n"]), number(r["kappa"]), interval(r["kappa_lower"], r["kappa_upper"])]
         for group, r in ((g, result["model"][g]) for g in result["groups"])
     ]
     sections = [Section("Model", head, rows)]

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import example_data
 import pytest
@@ -197,6 +198,14 @@ def test_render_errors(tmp_path, scored):
     )
 
 
+def _python(code: str, *args: str | Path) -> subprocess.CompletedProcess:
+    """`python -c code args...` with this kit on the path."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env
+    )
+
+
 def test_every_format_renders_without_numpy_or_matplotlib(tmp_path, scored):
     db = tmp_path / "lb.sqlite"
     assert mura("leaderboard", "add", scored, "--submitter", "a", "--db", db).returncode == 0
@@ -208,13 +217,27 @@ def test_every_format_renders_without_numpy_or_matplotlib(tmp_path, scored):
         "print('HEAVY', sorted({'numpy', 'matplotlib', 'pandas', 'torch'} & loaded), file=sys.stderr)"
     )
     for fmt, heavy in [("md", "[]"), ("csv", "[]"), ("json", "[]"), ("html", "[]")]:
-        proc = subprocess.run(
-            [sys.executable, "-c", probe, str(db), fmt],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
+        proc = _python(probe, db, fmt)
         assert f"HEAVY {heavy}" in proc.stderr, proc.stderr
+
+
+def test_a_new_format_is_one_entry_in_renderers(tmp_path, scored):
+    """`--format` takes, and `render` writes, whatever render.RENDERERS holds: nothing else lists
+    the formats."""
+    db = tmp_path / "lb.sqlite"
+    assert mura("leaderboard", "add", scored, "--submitter", "a", "--db", db).returncode == 0
+    probe = (
+        "import sys\n"
+        "from scorer.leaderboard import render\n"
+        "render.RENDERERS['count'] = lambda board, options: f'{len(board.rows)} rows, {options.title}\\n'\n"
+        "from mura.cli import main\n"
+        "sys.argv = ['mura', 'leaderboard', 'render', '--db', sys.argv[1], *sys.argv[2:]]\n"
+        "main()\n"
+    )
+    proc = _python(probe, db, "--format", "count", "--title", "T")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "1 rows, T\n"
+    assert "md|html|csv|json|count" in _python(probe, db, "--help").stdout
 
 
 def test_help():

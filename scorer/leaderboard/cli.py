@@ -9,6 +9,7 @@ import click
 from scorer.cli import fail
 from scorer.errors import HostError, ScoringError
 from scorer.files import write_atomic
+from scorer.leaderboard.render import PLOT_TOP, RENDERERS, TITLE, Options, left_off_text, render_board
 from scorer.leaderboard.store import DEFAULT_DB, ENV_VAR
 
 db_option = click.option(
@@ -31,18 +32,21 @@ ENTRY_OPTIONS = {
 }
 
 
-@click.group("leaderboard")
-def group() -> None:
-    """Keep the leaderboard: record every scored (and failed) submission in a store, import a
-    CodaLab dump, and render the table the way the MURA page did.
+GROUP_HELP = f"""Keep the leaderboard: record every scored (and failed) submission in a store, import a
+CodaLab dump, and render the table the way the MURA page did.
 
-    \b
-    mura leaderboard add RESULT.json --submitter NAME [--model M --institution I --link URL --date D]
-    mura leaderboard add --failed REASON --submitter NAME [--sha256 HEX]
-    mura leaderboard import-codalab DUMP.json
-    mura leaderboard import-codabench RESULTS.json [--submissions SUBMISSIONS.csv]
-    mura leaderboard render [--format md|html|csv|json] [--out FILE] [--keep all|best|latest]
-    """
+\b
+mura leaderboard add RESULT.json --submitter NAME [--model M --institution I --link URL --date D]
+mura leaderboard add --failed REASON --submitter NAME [--sha256 HEX]
+mura leaderboard import-codalab DUMP.json
+mura leaderboard import-codabench RESULTS.json [--submissions SUBMISSIONS.csv]
+mura leaderboard render [--format {"|".join(RENDERERS)}] [--out FILE] [--keep all|best|latest]
+"""
+
+
+@click.group("leaderboard", help=GROUP_HELP)
+def group() -> None:
+    pass
 
 
 @group.command("add")
@@ -122,9 +126,7 @@ def _shown(value: str | None) -> str:
 
 
 @group.command("render")
-@click.option(
-    "--format", "fmt", type=click.Choice(["md", "html", "csv", "json"]), default="md", show_default=True
-)
+@click.option("--format", "fmt", type=click.Choice(tuple(RENDERERS)), default="md", show_default=True)
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file (default: stdout)."
 )
@@ -149,11 +151,11 @@ def _shown(value: str | None) -> str:
     "Default: the best radiologist among the stored results' baselines.",
 )
 @click.option("--radiologist-label", help="The radiologist row's Model cell.")
-@click.option("--title", default="MURA leaderboard", show_default=True, help="The HTML page's title.")
+@click.option("--title", default=TITLE, show_default=True, help="The HTML page's title.")
 @click.option(
     "--plot-top",
     type=click.IntRange(min=0),
-    default=20,
+    default=PLOT_TOP,
     show_default=True,
     help="How many top entries the HTML page's forest plot shows.",
 )
@@ -172,7 +174,6 @@ def render(
     """Render the table from the store: Rank | Date | Model | Kappa, highest kappa first (see
     README.md, "Leaderboard", for the rules). The same store gives the same bytes."""
     from scorer.leaderboard import rank
-    from scorer.leaderboard.render import RENDERERS, left_off_text
     from scorer.leaderboard.store import open_store
 
     try:
@@ -184,8 +185,7 @@ def render(
                 radiologist_kappa=radiologist_kappa,
                 radiologist_label=radiologist_label,
             )
-        options = {"title": title, "plot_top": plot_top} if fmt == "html" else {}
-        text = RENDERERS[fmt](board, **options)
+        text = render_board(fmt, board, Options(title, plot_top))
         if out is not None:
             try:
                 write_atomic(out, text)

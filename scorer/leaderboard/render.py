@@ -8,19 +8,21 @@ An entry imported from CodaLab carries the official script's interval, about 30 
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import quote
 
+from scorer.html import escape, interval, number, page, table
 from scorer.leaderboard.plot import CODALAB_MARK
 from scorer.leaderboard.rank import Board, Radiologist, Scored
 from scorer.leaderboard.schema import CODALAB, GROUPS, SCORE_COLUMNS
 
-FORMATS = ("md", "html", "csv", "json")
 JSON_FORMAT = "mura-kit leaderboard v2"
+TITLE = "MURA leaderboard"  # the HTML page's title unless --title gives one
+PLOT_TOP = 20  # how many top entries the HTML page's forest plot shows unless --plot-top says
 ANONYMOUS = "anonymous"  # the Model cell of an entry with neither a model name nor a submitter
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # What Markdown would read as markup, and an & that could start an entity (`&lt;` shows as `<`).
@@ -33,10 +35,6 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def display_date(iso: str) -> str:
     """`2018-11-30T19:48:12Z` -> `Nov 30, 2018` (the UTC date; English whatever the locale)."""
     return f"{MONTHS[int(iso[5:7]) - 1]} {iso[8:10]}, {iso[:4]}"
-
-
-def display_kappa(kappa: float | None) -> str:
-    return "—" if kappa is None else f"{kappa:.3f}"
 
 
 def safe_link(link: str) -> str:
@@ -82,7 +80,7 @@ def _md_model(entry: Scored) -> str:
 def to_markdown(board: Board) -> str:
     lines = ["| Rank | Date | Model | Kappa |", "|---|---|---|---|"]
     if board.radiologist is not None:
-        lines.append(f"|  |  | {_md(board.radiologist.label)} | {display_kappa(board.radiologist.kappa)} |")
+        lines.append(f"|  |  | {_md(board.radiologist.label)} | {number(board.radiologist.kappa)} |")
     lines += [
         f"| {r.rank} | {display_date(r.entry.submitted)} | {_md_model(r.entry)} | {r.entry.kappa:.3f} |"
         for r in board.rows
@@ -184,11 +182,8 @@ def to_json(board: Board) -> str:
 
 # --- HTML ---------------------------------------------------------------------------------------
 
-# No script, nothing fetched, no image: the forest plot is inline SVG, the only style inline.
-_CSP = "default-src 'none'; style-src 'unsafe-inline'"
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
-table { border-collapse: collapse; margin: 1rem 0; }
+# The page's own rules, beside those every page has (scorer.html).
+_STYLE = """\
 th, td { padding: .25rem .55rem; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
 th:nth-child(3), td:nth-child(3), th:nth-child(2), td:nth-child(2) { text-align: left; }
 td:nth-child(3) { white-space: normal; max-width: 32rem; overflow-wrap: anywhere; }
@@ -196,8 +191,6 @@ thead th { background: #f3f3f3; position: sticky; top: 0; }
 tr.radiologist td { background: #fbeeee; font-style: italic; }
 td.codalab-interval { color: #777; }
 .rules, figcaption, .left-off, .codalab-note { color: #555; max-width: 60rem; }
-figure { margin: 2rem 0; }
-svg { max-width: 100%; height: auto; }
 """
 
 
@@ -210,49 +203,43 @@ CODALAB_NOTE = (
 )
 
 
-def _interval(lower: float | None, upper: float | None) -> str:
-    return "—" if lower is None or upper is None else f"[{lower:.3f}, {upper:.3f}]"
-
-
 def _score_cells(scores: tuple[float | None, ...], source: str | None) -> str:
     """Kappa, its interval, and each type's kappa (its interval on hover); an imported interval
     is marked as CodaLab's."""
     imported = source == CODALAB
-    interval = _interval(scores[1], scores[2])
-    if imported and interval != "—":
-        cells = [
-            f'<td>{display_kappa(scores[0])}</td><td class="codalab-interval">{interval}{CODALAB_MARK}</td>'
-        ]
+    overall = interval(scores[1], scores[2])
+    if imported and overall != "—":
+        cells = [f'<td>{number(scores[0])}</td><td class="codalab-interval">{overall}{CODALAB_MARK}</td>']
     else:
-        cells = [f"<td>{display_kappa(scores[0])}</td><td>{interval}</td>"]
+        cells = [f"<td>{number(scores[0])}</td><td>{overall}</td>"]
     for i in range(3, len(scores), 3):
         kappa, lower, upper = scores[i : i + 3]
-        hover = _interval(lower, upper) + (f"{CODALAB_MARK} CodaLab's, too narrow" if imported else "")
-        title = "" if lower is None or upper is None else f' title="{html.escape(hover)}"'
-        cells.append(f"<td{title}>{display_kappa(kappa)}</td>")
+        hover = interval(lower, upper) + (f"{CODALAB_MARK} CodaLab's, too narrow" if imported else "")
+        title = "" if lower is None or upper is None else f' title="{escape(hover)}"'
+        cells.append(f"<td{title}>{number(kappa)}</td>")
     return "".join(cells)
 
 
 def _html_model(entry: Scored) -> str:
-    parts = [html.escape(entry_name(entry))]
+    parts = [escape(entry_name(entry))]
     if entry.institution:
-        parts.append(f"({html.escape(entry.institution)})")
+        parts.append(f"({escape(entry.institution)})")
     if entry.note:
-        parts.append(html.escape(entry.note))
+        parts.append(escape(entry.note))
     if entry.link:
-        link = html.escape(safe_link(entry.link))
+        link = escape(safe_link(entry.link))
         parts.append(f'<a href="{link}" rel="nofollow noopener">{link}</a>')
     return " ".join(parts)
 
 
 def _radiologist_row(r: Radiologist) -> str:
-    label = html.escape(r.label)
+    label = escape(r.label)
     return (
         f'<tr class="radiologist"><td></td><td></td><td>{label}</td>{_score_cells(r.scores, r.source)}</tr>'
     )
 
 
-def to_html(board: Board, *, title: str = "MURA leaderboard", plot_top: int = 20) -> str:
+def to_html(board: Board, *, title: str = TITLE, plot_top: int = PLOT_TOP) -> str:
     head = ["Rank", "Date", "Model", "Kappa", "Interval", *GROUPS[1:]]
     rows = [_radiologist_row(board.radiologist)] if board.radiologist is not None else []
     rows += [
@@ -260,28 +247,14 @@ def to_html(board: Board, *, title: str = "MURA leaderboard", plot_top: int = 20
         f"{_score_cells(row.entry.scores, row.entry.source)}</tr>"
         for row in board.rows
     ]
-    table = (
-        '<table id="leaderboard"><thead><tr>'
-        + "".join(f"<th>{h}</th>" for h in head)
-        + "</tr></thead><tbody>"
-        + "\n".join(rows)
-        + "</tbody></table>"
-    )
-    parts = [f"<h1>{html.escape(title)}</h1>", f'<p class="rules">{html.escape(_rules(board))}</p>', table]
+    parts = [f'<p class="rules">{escape(_rules(board))}</p>', table(head, rows, "leaderboard")]
     if any(row.entry.source == CODALAB for row in board.rows):
-        parts.append(f'<p class="codalab-note" id="codalab-intervals">{html.escape(CODALAB_NOTE)}</p>')
+        parts.append(f'<p class="codalab-note" id="codalab-intervals">{escape(CODALAB_NOTE)}</p>')
     if board.rows or board.radiologists:
         parts.append(_figure(board, plot_top))
     if board.left_off:
-        parts.append(f'<p class="left-off">Left off: {html.escape(left_off_text(board))}.</p>')
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n<body>"
-        + "\n".join(parts)
-        + "\n</body></html>\n"
-    )
+        parts.append(f'<p class="left-off">Left off: {escape(left_off_text(board))}.</p>')
+    return page(title, parts, _STYLE)
 
 
 def _rules(board: Board) -> str:
@@ -327,13 +300,28 @@ def _figure(board: Board, top: int) -> str:
     caption += "."
     return (
         f'<figure id="forest">{forest_svg(board, top, plot_label, alt)}'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
     )
 
 
-RENDERERS: dict[str, Callable[..., str]] = {
-    "md": to_markdown,
-    "html": to_html,
-    "csv": to_csv,
-    "json": to_json,
+@dataclass(frozen=True)
+class Options:
+    """What `mura leaderboard render` asks of every format beside the board (the HTML page's
+    title and how many entries its forest plot shows; the other formats have no use for them)."""
+
+    title: str = TITLE
+    plot_top: int = PLOT_TOP
+
+
+# Every format, by the name `--format` takes: a new format is one entry here.
+RENDERERS: dict[str, Callable[[Board, Options], str]] = {
+    "md": lambda board, _: to_markdown(board),
+    "html": lambda board, options: to_html(board, title=options.title, plot_top=options.plot_top),
+    "csv": lambda board, _: to_csv(board),
+    "json": lambda board, _: to_json(board),
 }
+
+
+def render_board(fmt: str, board: Board, options: Options = Options()) -> str:
+    """The board in the format named `fmt` (a key of RENDERERS)."""
+    return RENDERERS[fmt](board, options)
