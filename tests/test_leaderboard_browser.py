@@ -10,11 +10,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import example_data
 import numpy as np
 import pytest
 from leaderboard_helpers import score_result
 
-from scorer import example_data, report
+from scorer import report
 from scorer.leaderboard import rank
 from scorer.leaderboard.plot import ENTRY_COLOUR, RADIOLOGIST_COLOUR
 from scorer.leaderboard.render import to_html
