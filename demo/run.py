@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from reference_model.synth import MARKER as SYNTH_MARKER
+from scorer.harness.docker_runner import EVALUATION_IMAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 MURA = "MURA-v1.1"
@@ -59,7 +60,6 @@ SIZES = {
         resamples=200,
     ),
 }
-EVALUATION_IMAGE = "mura-evaluation:latest"
 LINK = "https://stanfordmlgroup.github.io/competitions/mura/"
 
 

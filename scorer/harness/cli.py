@@ -12,6 +12,7 @@ import click
 
 from scorer.cli import fail
 from scorer.errors import HostError, ScoringError
+from scorer.harness.docker_runner import EVALUATION_IMAGE
 from scorer.harness.sandbox import GiB, Limits, MiB
 
 RUNNERS = ("auto", "docker", "bwrap")
@@ -101,7 +102,7 @@ def choose_runner(name: str, image: str):
 )
 @click.option(
     "--image",
-    default="mura-evaluation:latest",
+    default=EVALUATION_IMAGE,
     show_default=True,
     help="The docker runner's image (docker/evaluation.Dockerfile; `make image`).",
 )

@@ -48,7 +48,9 @@ from scorer.harness.sandbox import (
     wait_for_end,
 )
 
-DEFAULT_IMAGE = "mura-evaluation:latest"
+# The evaluation image (docker/evaluation.Dockerfile): `make image` builds it under this name, the
+# Makefile's EVAL_IMAGE (tests/test_docker_files.py holds the two together).
+EVALUATION_IMAGE = "mura-evaluation:latest"
 USER = "1000:1000"  # the evaluation image's `mura` user (docker/evaluation.Dockerfile)
 DOCKER_FAILED = 125  # `docker run` itself failed: the container did not start
 CONTAINER_GRACE = 10.0  # seconds the container's own deadline lies past the harness's timeout
@@ -138,7 +140,7 @@ def docker_arguments(
 class DockerRunner:
     name = "docker"
 
-    def __init__(self, image: str = DEFAULT_IMAGE) -> None:
+    def __init__(self, image: str = EVALUATION_IMAGE) -> None:
         self.image = image
         self.memory_limit: bool | None = None  # whether the engine can limit memory (check)
 
