@@ -88,23 +88,19 @@ def run_complete(run: Path, epochs: int) -> bool:
 
 
 def sandbox() -> str:
-    """docker when an engine answers and has the evaluation image, else bubblewrap."""
-    from scorer.harness import bwrap_runner, docker_runner
+    """docker when an engine answers and has the evaluation image, else bubblewrap (installed with
+    apt where it is missing and that is possible)."""
+    from scorer.errors import HostError
+    from scorer.harness.sandbox import choose_runner
 
-    if docker_runner.unavailable_reason() is None:
-        probe = subprocess.run(["docker", "image", "inspect", EVALUATION_IMAGE], capture_output=True)
-        if probe.returncode == 0:
-            return "docker"
-        print(f"# a Docker engine answers but has no {EVALUATION_IMAGE} (`make image`): using bubblewrap")
-    reason = bwrap_runner.unavailable_reason()
-    if reason is not None and shutil.which("bwrap") is None and install_bubblewrap():
-        reason = bwrap_runner.unavailable_reason()
-    if reason is not None:
-        sys.exit(
-            f"demo: no sandbox to evaluate the submission in: {reason}. Install bubblewrap, or start "
-            f"a Docker engine and build {EVALUATION_IMAGE} with `make image`"
-        )
-    return "bwrap"
+    try:
+        return choose_runner(
+            "auto", EVALUATION_IMAGE, needs_image=True, say=lambda note: print(f"# {note}")
+        ).name
+    except HostError as exc:
+        if shutil.which("bwrap") is None and install_bubblewrap():
+            return sandbox()  # once more, now that bubblewrap is there
+        sys.exit(f"demo: {exc.message}")
 
 
 def install_bubblewrap() -> bool:

@@ -13,7 +13,7 @@ import click
 from scorer.cli import fail
 from scorer.errors import HostError, ScoringError
 from scorer.harness.docker_runner import EVALUATION_IMAGE
-from scorer.harness.sandbox import GiB, Limits, MiB
+from scorer.harness.sandbox import GiB, Limits, MiB, choose_runner
 
 RUNNERS = ("auto", "docker", "bwrap")
 # Turned into an exception, so that the runners' cleanup (`finally`) runs: Python's default for
@@ -43,26 +43,6 @@ def _raise_stopped(signum: int, frame) -> None:
     for other in STOP_SIGNALS:  # the cleanup that follows must not be cut short by a second one
         signal.signal(other, signal.SIG_IGN)
     raise Stopped(signum)
-
-
-def choose_runner(name: str, image: str):
-    """The sandbox: docker when an engine answers, else bubblewrap, else say what to install."""
-    from scorer.harness import bwrap_runner, docker_runner
-
-    if name == "docker":
-        return docker_runner.DockerRunner(image)
-    if name == "bwrap":
-        return bwrap_runner.BwrapRunner()
-    no_docker = docker_runner.unavailable_reason()
-    if no_docker is None:
-        return docker_runner.DockerRunner(image)
-    no_bwrap = bwrap_runner.unavailable_reason()
-    if no_bwrap is None:
-        return bwrap_runner.BwrapRunner()
-    raise HostError(
-        f"no sandbox to run the submission in: {no_docker}, and {no_bwrap}; start a Docker engine "
-        f"(and `make image`), or {bwrap_runner.install_hint()}"
-    )
 
 
 @click.command("evaluate")

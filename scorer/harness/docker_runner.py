@@ -71,6 +71,11 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def has_image(image: str) -> bool:
+    """Whether the engine holds `image` (the runner never pulls one)."""
+    return subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
+
+
 def container_user() -> str:
     """Who the submission runs as: the organiser's own uid:gid (what it writes to /output is
     theirs to read and remove), or, for a root organiser, the image's unprivileged user."""
@@ -148,8 +153,7 @@ class DockerRunner:
         reason = unavailable_reason()
         if reason is not None:
             raise HostError(f"the docker runner is unavailable: {reason}")
-        probe = subprocess.run(["docker", "image", "inspect", self.image], capture_output=True, text=True)
-        if probe.returncode != 0:
+        if not has_image(self.image):
             raise HostError(
                 f"the evaluation image {self.image} is not in the Docker engine; build it with "
                 "`make image` (docker/evaluation.Dockerfile) or name another with --image"
