@@ -58,6 +58,8 @@ from scorer.harness.sandbox import (
     MemoryCap,
     RunOutcome,
     Watch,
+    kill_until_gone,
+    sigkill,
     stop_flags,
     wait_for_end,
 )
@@ -437,12 +439,4 @@ def _processes(marker: bytes | None, uid: int | None) -> set[int]:
 def stop_strays(marker: bytes, uid: int | None, patience: float = STRAY_PATIENCE) -> set[int]:
     """Kill the run's processes still there (normally none) until none is, or until `patience`
     seconds have passed: processes that are still dying do not count. Returns those left."""
-    deadline = time.monotonic() + patience
-    while True:
-        found = _processes(marker, uid)
-        if not found or time.monotonic() > deadline:
-            return found
-        for pid in found:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
+    return kill_until_gone(lambda: _processes(marker, uid), sigkill, patience)

@@ -33,6 +33,7 @@ import uuid
 from pathlib import Path
 
 from scorer.errors import HostError
+from scorer.harness import cgroups
 from scorer.harness.sandbox import (
     COMMAND,
     DATA_MOUNT,
@@ -283,12 +284,9 @@ def _inspect(name: str) -> dict | None:
 def _pids_refused(name: str) -> int:
     """Forks the container's pids cgroup refused (cgroup v1 with the cgroupfs driver; else 0)."""
     probe = subprocess.run(["docker", "inspect", "--format", "{{.Id}}", name], capture_output=True, text=True)
-    events = Path("/sys/fs/cgroup/pids/docker") / probe.stdout.strip() / "pids.events"
-    try:
-        text = events.read_text() if probe.returncode == 0 else ""
-    except OSError:
+    if probe.returncode != 0:
         return 0
-    return sum(int(line.split()[1]) for line in text.splitlines() if line.startswith("max "))
+    return cgroups.counter(cgroups.ROOT / "pids" / "docker" / probe.stdout.strip() / "pids.events", "max")
 
 
 def _remove(name: str) -> None:

@@ -38,6 +38,7 @@ from scorer import report
 from scorer.errors import HostError, ParticipantError, shorten
 from scorer.files import file_sha256, write_atomic
 from scorer.formats import (
+    PARTICIPANT_FILE_LIMIT,
     PREDICTIONS,
     PROBABILITIES,
     SubmissionFile,
@@ -63,7 +64,6 @@ from scorer.pipeline import score_files
 from scorer.settings import Settings
 from scorer.validate import align
 
-MAX_OUTPUT_FILE = 64 * MiB  # output.csv of MURA's test set is about 20 KB
 LOG_LINES_IN_REASON = 3
 
 
@@ -349,13 +349,9 @@ def collect(output: Path, name: str, private: Path) -> Path | str | None:
         info = source.lstat()
     except FileNotFoundError:
         return None
-    if not stat.S_ISREG(info.st_mode):
-        return f"/output/{name} is not a regular file (a link, folder or pipe); write a plain CSV file"
-    if info.st_size > MAX_OUTPUT_FILE:
-        return (
-            f"/output/{name} is {info.st_size / MiB:,.0f} MiB; expected one short line per study "
-            f"(at most {MAX_OUTPUT_FILE / MiB:g} MiB)"
-        )
+    reason = answer_file_problem(info, f"/output/{name}")
+    if reason is not None:
+        return reason
     # By its mode, not by whether the organiser can open it: root could, and the verdict must
     # not depend on who the organiser is.
     if not info.st_mode & stat.S_IRUSR:
@@ -368,10 +364,24 @@ def collect(output: Path, name: str, private: Path) -> Path | str | None:
     except OSError as exc:
         return f"/output/{name} cannot be read ({exc.strerror}); write it with the usual permissions"
     with os.fdopen(fd, "rb") as handle:
-        data = handle.read(MAX_OUTPUT_FILE + 1)
+        data = handle.read(PARTICIPANT_FILE_LIMIT + 1)
     copy = private / name
     copy.write_bytes(data)
     return copy
+
+
+def answer_file_problem(info: os.stat_result, shown: str) -> str | None:
+    """Why an answer file (`shown`: its name as the submission sees it) cannot be taken, in words
+    a participant may read: not a plain file, or too large (output.csv of MURA's test set is about
+    20 KB); None when it can."""
+    if not stat.S_ISREG(info.st_mode):
+        return f"{shown} is not a regular file (a link, folder or pipe); write a plain CSV file"
+    if info.st_size > PARTICIPANT_FILE_LIMIT:
+        return (
+            f"{shown} is {info.st_size / MiB:,.0f} MiB; expected one short line per study "
+            f"(at most {PARTICIPANT_FILE_LIMIT / MiB:g} MiB)"
+        )
+    return None
 
 
 def map_back(staged: Anonymised, output: Path, private: Path, out: Path) -> str | None:

@@ -11,12 +11,14 @@ SIGHUP into an exception for that).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -245,6 +247,31 @@ def printable(text: str) -> str:
     """`text` with every character that is not printable (escapes, controls, bidi overrides)
     replaced by `?`: a participant's bytes, safe for the organiser's terminal and records."""
     return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+KILL_PAUSE = 0.05  # seconds the killed get to disappear before the next look
+
+
+def sigkill(pids: Iterable[int]) -> None:
+    """SIGKILL each of `pids`; one that is gone already (or not ours to signal) is passed over."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def kill_until_gone(
+    find: Callable[[], set[int]],
+    kill: Callable[[set[int]], None] = sigkill,
+    patience: float = 10.0,
+    pause: float = KILL_PAUSE,
+) -> set[int]:
+    """`kill` what `find` finds until it finds nothing, or until `patience` seconds have passed:
+    processes that are still dying do not count before then. Returns those left (normally none)."""
+    deadline = time.monotonic() + patience
+    while (found := find()) and time.monotonic() <= deadline:
+        kill(found)
+        time.sleep(pause)
+    return found
 
 
 OUTPUT_CHECK_INTERVAL = 1.0  # seconds between two looks at the size of /output
