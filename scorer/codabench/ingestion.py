@@ -56,7 +56,7 @@ from scorer.errors import HostError, ParticipantError, ScoringError, examples
 from scorer.files import file_sha256, write_together
 from scorer.formats import PREDICTIONS, PROBABILITIES, SubmissionFile, read_predictions
 from scorer.harness.evaluate import answer_file_problem, failure_reason, missing_entry_point
-from scorer.harness.sandbox import Limits, MiB, RunOutcome, kill_until_gone, sigkill
+from scorer.harness.sandbox import Limits, MiB, RunOutcome, kill_until_gone, shell_exit_code, sigkill
 from scorer.paths import normalize_study, study_of_image
 from scorer.validate import align
 
@@ -303,7 +303,7 @@ def run_predict(submission: Path, input_csv: Path, output_csv: Path, env: dict, 
         sys.stderr.flush()
     return RunOutcome(
         runner=RUNNER,
-        exit_code=None if stopped else (128 - code if code < 0 else code),
+        exit_code=None if stopped else shell_exit_code(code),
         seconds=seconds,
         timed_out=stopped == "timeout",
         flooded=tee.flood.is_set(),

@@ -59,6 +59,7 @@ from scorer.harness.sandbox import (
     RunOutcome,
     Watch,
     kill_until_gone,
+    shell_exit_code,
     sigkill,
     stop_flags,
     wait_for_end,
@@ -349,7 +350,7 @@ class BwrapRunner:
             out_of_memory, hit_process_limit = limits_hit(groups, stopped, code, log)
             outcome = RunOutcome(
                 self.name,
-                None if stopped or capture.flooded else _exit_code(code),
+                None if stopped or capture.flooded else shell_exit_code(code),
                 time.monotonic() - start,
                 out_of_memory=out_of_memory,
                 hit_process_limit=hit_process_limit,
@@ -426,11 +427,6 @@ def fresh_uid() -> int:
         uid = SANDBOX_UIDS.start + secrets.randbelow(len(SANDBOX_UIDS))
         if not _processes(None, uid):
             return uid
-
-
-def _exit_code(code: int) -> int:
-    """bwrap reports a child killed by signal N as 128 + N, as a shell does; Popen as -N."""
-    return 128 - code if code < 0 else code
 
 
 def _count_processes(uid: int) -> int:

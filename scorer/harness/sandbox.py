@@ -110,6 +110,12 @@ class RunOutcome:
     sandbox: str = ""  # the run's container name or cgroup name, for the organiser's records
 
 
+def shell_exit_code(code: int) -> int:
+    """A process's exit code as a shell (and bwrap, for its child) reports it: killed by signal N
+    is 128 + N, where Popen says -N."""
+    return 128 - code if code < 0 else code
+
+
 def stop_flags(stopped: str | None, flooded: bool) -> dict[str, bool]:
     """RunOutcome's flags for how a run was stopped (wait_for_end's reason): a flood of output
     outranks the timeout or /output limit it may also have run into. (Out of memory is the
