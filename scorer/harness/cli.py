@@ -14,12 +14,11 @@ import click
 from scorer.cli import fail
 from scorer.errors import HostError, ScoringError
 from scorer.harness.docker_runner import EVALUATION_IMAGE
-from scorer.harness.sandbox import GiB, Limits, MiB, choose_runner
+from scorer.harness.sandbox import RUNNERS, GiB, Limits, MiB, choose_runner
 
 if TYPE_CHECKING:
     from scorer.harness.evaluate import Verdict
 
-RUNNERS = ("auto", "docker", "bwrap")
 # Turned into an exception, so that the runners' cleanup (`finally`) runs: Python's default for
 # SIGTERM and SIGHUP ends the process at once and would leave the sandbox running.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)

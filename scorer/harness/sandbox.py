@@ -154,6 +154,9 @@ class Runner(Protocol):
         ...
 
 
+RUNNERS = ("auto", "docker", "bwrap")  # what `mura evaluate --runner` takes: choose_runner's names
+
+
 def choose_runner(
     name: str, image: str, *, needs_image: bool = False, say: Callable[[str], None] | None = None
 ) -> Runner:
