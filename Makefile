@@ -43,6 +43,8 @@ codabench-bundle: $(STAMP)
 # The docker images (docker/): `make image [EVAL_BASE=...] [EVAL_EXTRAS=model]`, `make scoring-image`,
 # `make codabench-image` (the evaluation image laid out for Codabench's compute workers).
 # A CA bundle in $PIP_CERT (a proxy's) is handed to pip inside the build via docker/certs/.
+# The default names are Python's too (scorer.harness.docker_runner.EVALUATION_IMAGE, the
+# default of `mura evaluate --image`; scorer.codabench.bundle.IMAGE): tests hold them equal.
 EVAL_IMAGE ?= mura-evaluation:latest
 EVAL_BASE ?=
 EVAL_EXTRAS ?= model

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from reference_model.synth import MARKER as SYNTH_MARKER
+from scorer.harness.docker_runner import EVALUATION_IMAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 MURA = "MURA-v1.1"
@@ -59,7 +60,6 @@ SIZES = {
         resamples=200,
     ),
 }
-EVALUATION_IMAGE = "mura-evaluation:latest"
 LINK = "https://stanfordmlgroup.github.io/competitions/mura/"
 
 
@@ -88,23 +88,19 @@ def run_complete(run: Path, epochs: int) -> bool:
 
 
 def sandbox() -> str:
-    """docker when an engine answers and has the evaluation image, else bubblewrap."""
-    from scorer.harness import bwrap_runner, docker_runner
+    """docker when an engine answers and has the evaluation image, else bubblewrap (installed with
+    apt where it is missing and that is possible)."""
+    from scorer.errors import HostError
+    from scorer.harness.sandbox import choose_runner
 
-    if docker_runner.unavailable_reason() is None:
-        probe = subprocess.run(["docker", "image", "inspect", EVALUATION_IMAGE], capture_output=True)
-        if probe.returncode == 0:
-            return "docker"
-        print(f"# a Docker engine answers but has no {EVALUATION_IMAGE} (`make image`): using bubblewrap")
-    reason = bwrap_runner.unavailable_reason()
-    if reason is not None and shutil.which("bwrap") is None and install_bubblewrap():
-        reason = bwrap_runner.unavailable_reason()
-    if reason is not None:
-        sys.exit(
-            f"demo: no sandbox to evaluate the submission in: {reason}. Install bubblewrap, or start "
-            f"a Docker engine and build {EVALUATION_IMAGE} with `make image`"
-        )
-    return "bwrap"
+    try:
+        return choose_runner(
+            "auto", EVALUATION_IMAGE, needs_image=True, say=lambda note: print(f"# {note}")
+        ).name
+    except HostError as exc:
+        if shutil.which("bwrap") is None and install_bubblewrap():
+            return sandbox()  # once more, now that bubblewrap is there
+        sys.exit(f"demo: {exc.message}")
 
 
 def install_bubblewrap() -> bool:
@@ -132,7 +128,39 @@ def main() -> None:
     data = out / "data"
     start = time.perf_counter()
 
-    # 1. The data: a MURA-shaped tree with six generated radiologists and each study's finding.
+    data_time = make_data(data, size)
+    runs = train_members(data, out / "runs", size, data_time)
+    bundle = submission / "bundle"
+    bundle_members(runs, bundle)
+    board = out / "leaderboard.sqlite"
+    evaluation = out / "evaluation"
+    evaluate(submission, data, evaluation, board, size, data_time)
+    render_leaderboard(board, out)
+    cams = out / "cams"
+    draw_cams(data, bundle, cams)
+
+    kappa = json.loads((evaluation / "result.json").read_text())["Overall_Mean"]
+    seconds = time.perf_counter() - start
+    print(f"\nThe demo took {seconds:.0f} s; the submission's kappa: {kappa:.3f}. Its outputs:")
+    for what, path in (
+        ("generated data (the hidden test set and its radiologists)", data / MURA),
+        ("training runs (config, per-epoch log, checkpoints)", out / "runs"),
+        ("the submission (predict.py + bundle)", submission),
+        ("the evaluation run (log, outcome, mapped-back predictions)", evaluation),
+        ("  the score report, with the hidden strata", evaluation / "score.html"),
+        ("  the private map back from the anonymised test input", evaluation / "private" / "map.csv"),
+        ("the leaderboard store", board),
+        ("the leaderboard (Markdown)", out / "leaderboard.md"),
+        ("the leaderboard (HTML)", out / "leaderboard.html"),
+        ("class activation maps", cams),
+    ):
+        print(f"  {what:62s} {shown(path)}")
+
+
+def make_data(data: Path, size: dict) -> float:
+    """1. The data: a MURA-shaped tree with six generated radiologists and each study's finding.
+    Returns when it was made: synth reuses a tree made with the same options and replaces one
+    made with others (an older demo's), and what was made from an older tree is made again."""
     mura(
         "synth",
         data,
@@ -148,14 +176,14 @@ def main() -> None:
         0,
         "--force",
     )
-    # synth reuses a tree made with the same options and replaces one made with others (an older
-    # demo's): what was made from an older tree is made again.
-    data_time = (data / SYNTH_MARKER).stat().st_mtime
+    return (data / SYNTH_MARKER).stat().st_mtime
 
-    # 2. The participant trains a small ensemble: the same recipe, different seeds.
+
+def train_members(data: Path, runs_dir: Path, size: dict, data_time: float) -> list[Path]:
+    """2. The participant trains a small ensemble: the same recipe, different seeds."""
     runs = []
     for i in range(size["members"]):
-        run = out / "runs" / f"member-{i}"
+        run = runs_dir / f"member-{i}"
         runs.append(run)
         if (run / "config.json").is_file() and (run / "config.json").stat().st_mtime < data_time:
             shutil.rmtree(run)  # trained on an earlier data tree
@@ -182,9 +210,11 @@ def main() -> None:
             i,
             *resume,
         )
+    return runs
 
-    # 3. ... and bundles it into the submission folder, beside predict.py.
-    bundle = submission / "bundle"
+
+def bundle_members(runs: list[Path], bundle: Path) -> None:
+    """3. ... and bundles it into the submission folder, beside predict.py."""
     manifest = bundle / "manifest.json"
     newest = max((run / "best.pt").stat().st_mtime for run in runs)
     if manifest.is_file() and manifest.stat().st_mtime > newest:
@@ -192,57 +222,62 @@ def main() -> None:
     else:
         mura("bundle", *runs, "--out", bundle, "--force")
 
-    # 4. The organiser evaluates it: anonymised hidden test set, sandbox, score, leaderboard.
-    board = out / "leaderboard.sqlite"
-    evaluation = out / "evaluation"
-    gold = data / MURA / "test_radiologists.csv"
-    result = evaluation / "result.json"
-    if result.is_file() and result.stat().st_mtime > max(manifest.stat().st_mtime, data_time):
-        skip("the evaluation", evaluation)
-    else:
-        shutil.rmtree(evaluation, ignore_errors=True)
-        model = f"{size['arch'].replace('densenet', 'DenseNet-')} x{size['members']} (demo)"
-        mura(
-            "evaluate",
-            submission,
-            "--test",
-            data,
-            "--gold",
-            gold,
-            "--strata",
-            data / MURA / "test_strata.csv",
-            "--out",
-            evaluation,
-            "--db",
-            board,
-            "--runner",
-            sandbox(),
-            "--image",
-            EVALUATION_IMAGE,
-            "--timeout",
-            600,
-            "--memory",
-            "6g",
-            "--cpus",
-            2,
-            "--resamples",
-            size["resamples"],
-            "--submitter",
-            "demo",
-            "--model",
-            model,
-            "--institution",
-            "MURA kit",
-            "--link",
-            LINK,
-        )
 
-    # 5. Everyone sees the leaderboard.
+def evaluate(
+    submission: Path, data: Path, evaluation: Path, board: Path, size: dict, data_time: float
+) -> None:
+    """4. The organiser evaluates it: anonymised hidden test set, sandbox, score, leaderboard."""
+    result = evaluation / "result.json"
+    made = max((submission / "bundle" / "manifest.json").stat().st_mtime, data_time)
+    if result.is_file() and result.stat().st_mtime > made:
+        skip("the evaluation", evaluation)
+        return
+    shutil.rmtree(evaluation, ignore_errors=True)
+    model = f"{size['arch'].replace('densenet', 'DenseNet-')} x{size['members']} (demo)"
+    mura(
+        "evaluate",
+        submission,
+        "--test",
+        data,
+        "--gold",
+        data / MURA / "test_radiologists.csv",
+        "--strata",
+        data / MURA / "test_strata.csv",
+        "--out",
+        evaluation,
+        "--db",
+        board,
+        "--runner",
+        sandbox(),
+        "--image",
+        EVALUATION_IMAGE,
+        "--timeout",
+        600,
+        "--memory",
+        "6g",
+        "--cpus",
+        2,
+        "--resamples",
+        size["resamples"],
+        "--submitter",
+        "demo",
+        "--model",
+        model,
+        "--institution",
+        "MURA kit",
+        "--link",
+        LINK,
+    )
+
+
+def render_leaderboard(board: Path, out: Path) -> None:
+    """5. Everyone sees the leaderboard."""
     mura("leaderboard", "render", "--db", board, "--format", "md", "--out", out / "leaderboard.md")
     mura("leaderboard", "render", "--db", board, "--format", "html", "--out", out / "leaderboard.html")
 
-    # 6. Where does the model look? Class activation maps of abnormal test studies.
-    cams = out / "cams"
+
+def draw_cams(data: Path, bundle: Path, cams: Path) -> None:
+    """6. Where does the model look? Class activation maps of abnormal test studies."""
     rows = [line.split(",") for line in (data / MURA / "test_labeled_studies.csv").read_text().splitlines()]
     for study, _ in [row for row in rows if row[1] == "1"][:3]:
         target = cams / Path(study).parent.parent.name / Path(study).parent.name / Path(study).name
@@ -250,23 +285,6 @@ def main() -> None:
             skip("the activation maps", target)
             continue
         mura("cam", data / study, "--bundle", bundle, "--out", target)
-
-    kappa = json.loads(result.read_text())["Overall_Mean"]
-    seconds = time.perf_counter() - start
-    print(f"\nThe demo took {seconds:.0f} s; the submission's kappa: {kappa:.3f}. Its outputs:")
-    for what, path in (
-        ("generated data (the hidden test set and its radiologists)", data / MURA),
-        ("training runs (config, per-epoch log, checkpoints)", out / "runs"),
-        ("the submission (predict.py + bundle)", submission),
-        ("the evaluation run (log, outcome, mapped-back predictions)", evaluation),
-        ("  the score report, with the hidden strata", evaluation / "score.html"),
-        ("  the private map back from the anonymised test input", evaluation / "private" / "map.csv"),
-        ("the leaderboard store", board),
-        ("the leaderboard (Markdown)", out / "leaderboard.md"),
-        ("the leaderboard (HTML)", out / "leaderboard.html"),
-        ("class activation maps", cams),
-    ):
-        print(f"  {what:62s} {shown(path)}")
 
 
 if __name__ == "__main__":

@@ -18,13 +18,12 @@ import numpy as np
 from reference_model.errors import shorten
 from scorer.errors import ScoringError, examples
 from scorer.formats import read_gold, read_rows
-from scorer.paths import STUDY_TYPES, study_of_image, study_type
+from scorer.paths import IMAGE_SUFFIXES, STUDY_TYPES, study_of_image, study_type
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Far more pixels than any radiograph (MURA's longest side is 512): refuse before decoding.
 MAX_PIXELS = 8192 * 8192
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 
 
 class DataError(Exception):

@@ -17,6 +17,11 @@ import re
 STUDY_TYPES: tuple[str, ...] = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST")
 OVERALL = "Overall"
 
+# What an image file's name ends with (in any case): the formats the reference model decodes.
+# The harness stages a test study's files with these suffixes (and no others); an index line with
+# no folder and none of them is a header.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+
 _TYPE_IN_PATH = re.compile(r"(?:^|/)XR_([A-Z]+)(?:/|$)")
 _FOLDER_LABEL = re.compile(r"_(positive|negative)$", re.IGNORECASE)
 

@@ -123,3 +123,13 @@ def test_a_base_with_torch_keeps_its_torch_family_and_the_other_pins_stay():
     # torch without torchvision: torchvision is left to pip, which picks the one built for that torch.
     assert script.constraints(pins, {"torch": "2.5.1"}) == ["# why", "numpy<3", "torch==2.5.1"]
     assert script.installed_versions(("pytest", "no-such-distribution")) == {"pytest": pytest.__version__}
+
+
+def test_the_evaluation_images_name_is_one_name():
+    # Named once in Python (the docker runner's, `mura evaluate --image`'s and the demo's default);
+    # the Makefile cannot import it, so its `make image` tag and the Codabench image's base are
+    # held to it here.
+    from scorer.harness.docker_runner import EVALUATION_IMAGE
+
+    assert f"\nEVAL_IMAGE ?= {EVALUATION_IMAGE}\n" in (ROOT / "Makefile").read_text()
+    assert instructions(ROOT / "docker" / "codabench.Dockerfile")[0] == ("ARG", f"BASE={EVALUATION_IMAGE}")

@@ -130,6 +130,26 @@ def test_a_gold_study_without_images_is_the_organisers_error(tmp_path):
         anonymise(hidden, read_gold(gold), tmp_path / "data", tmp_path / "private")
 
 
+def test_a_studys_views_are_staged_in_every_format_the_model_reads_and_nothing_else_is(tmp_path):
+    # One list of image suffixes (scorer.paths) for the harness and the reference model: a test
+    # set of TIFFs or bitmaps is staged, not refused as a set of studies without images.
+    hidden, gold, studies = make_hidden_test(tmp_path, n=4)
+    folder = hidden / studies[0]
+    for image in folder.iterdir():
+        image.unlink()
+    for name in ("image1.tif", "image2.BMP", "image3.webp", "notes.txt", "image4.dcm"):
+        (folder / name).write_bytes(name.encode())
+    staged = anonymise(hidden, read_gold(gold), tmp_path / "data", tmp_path / "private")
+    case = next(anon for anon, real in staged.real.items() if real == studies[0])
+    views = sorted(p.name for p in (staged.data / case.removeprefix("/data/")).iterdir())
+    assert views == ["image1.tif", "image2.bmp", "image3.webp"]
+    assert [(staged.data / case.removeprefix("/data/") / view).read_bytes() for view in views] == [
+        b"image1.tif",
+        b"image2.BMP",
+        b"image3.webp",
+    ]
+
+
 @pytest.mark.required_in_ci
 @pytest.mark.parametrize("runner_name", RUNNERS)
 def test_from_inside_the_sandbox_no_label_is_reachable(runner_name, tmp_path):

@@ -22,7 +22,7 @@ from scorer.errors import HostError
 from scorer.files import file_sha256
 from scorer.harness import bwrap_runner, cli, docker_runner, seccomp
 from scorer.harness.evaluate import Submission, evaluate, folder_sha256
-from scorer.harness.sandbox import GiB, Limits, MemoryCap, MiB
+from scorer.harness.sandbox import GiB, Limits, MemoryCap, MiB, choose_runner
 from scorer.leaderboard.store import open_store
 from scorer.pipeline import score_files
 from scorer.settings import Settings
@@ -401,6 +401,22 @@ def test_auto_picks_docker_when_an_engine_answers_else_bubblewrap_else_says_what
     monkeypatch.setattr(bwrap_runner, "unavailable_reason", lambda: "bubblewrap (bwrap) is not installed")
     with pytest.raises(HostError, match=r"no sandbox .*start a Docker engine .*apt-get install bubblewrap"):
         cli.choose_runner("auto", "img")
+
+
+def test_the_demos_choice_passes_over_an_engine_without_the_image_and_says_so(monkeypatch):
+    # `make demo` asks for docker only with the evaluation image (needs_image); `mura evaluate
+    # --runner auto` takes the engine and lets the docker runner say the image is missing.
+    monkeypatch.setattr(docker_runner, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(docker_runner, "has_image", lambda image: image == "img")
+    monkeypatch.setattr(bwrap_runner, "unavailable_reason", lambda: None)
+    notes = []
+    assert choose_runner("auto", "img", needs_image=True, say=notes.append).name == "docker" and not notes
+    assert choose_runner("auto", "other", needs_image=True, say=notes.append).name == "bwrap"
+    assert notes == ["a Docker engine answers but has no other (`make image`): using bubblewrap"]
+    assert choose_runner("auto", "other").name == "docker"
+    monkeypatch.setattr(bwrap_runner, "unavailable_reason", lambda: "bubblewrap (bwrap) is not installed")
+    with pytest.raises(HostError, match=r"no sandbox .*: the Docker engine has no other .*, and bubblewrap"):
+        choose_runner("auto", "other", needs_image=True)
 
 
 def test_the_docker_command_line_holds_every_guarantee(tmp_path):

@@ -9,6 +9,7 @@ import click
 from scorer.cli import fail, settings_option
 from scorer.codabench.bundle import IMAGE, MAX_PER_DAY, MAX_SUBMISSIONS, TIME_LIMIT, TITLE, Options, build
 from scorer.errors import ScoringError
+from scorer.harness.cli import HIDDEN_TEST_SET
 from scorer.settings import Settings, rater_names
 
 
@@ -25,13 +26,7 @@ def group() -> None:
 
 
 @group.command("bundle")
-@click.option(
-    "--test",
-    "test_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="The hidden test set: the folder that holds MURA-v1.1/ (each gold study's images).",
-)
+@HIDDEN_TEST_SET
 @click.option(
     "--gold",
     required=True,

@@ -41,7 +41,6 @@ import os
 import resource
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -56,8 +55,8 @@ from scorer.codabench import INGESTION_FAILED, host_line
 from scorer.errors import HostError, ParticipantError, ScoringError, examples
 from scorer.files import file_sha256, write_together
 from scorer.formats import PREDICTIONS, PROBABILITIES, SubmissionFile, read_predictions
-from scorer.harness.evaluate import MAX_OUTPUT_FILE, failure_reason, missing_entry_point
-from scorer.harness.sandbox import Limits, MiB, RunOutcome
+from scorer.harness.evaluate import answer_file_problem, failure_reason, missing_entry_point
+from scorer.harness.sandbox import Limits, MiB, RunOutcome, kill_until_gone, shell_exit_code, sigkill
 from scorer.paths import normalize_study, study_of_image
 from scorer.validate import align
 
@@ -66,6 +65,7 @@ WORKER_DATA = "worker_data.json"  # with --data-on-worker: {"folder": NAME, "ima
 RUNNER = "codabench"
 TAIL = 64 * 1024  # the bytes of the submission's output kept for the failure reason
 PR_SET_CHILD_SUBREAPER = 36  # prctl option (linux/prctl.h)
+STOP_PATIENCE = 2.0  # seconds killed processes get to disappear before they count as leftovers
 # A submission's own metadata file makes Codabench run its command beside this program.
 SUBMISSION_METADATA = ("metadata.yaml", "metadata")
 UNFINISHED = (
@@ -238,21 +238,19 @@ def reap() -> None:
             pass
 
 
+def live_descendants() -> set[int]:
+    """The processes below this one, once those that ended (ours, or orphans handed to us as
+    subreaper) are collected."""
+    reap()
+    return set(descendants(os.getpid()))
+
+
 def stop_everything(leader: int) -> list[int]:
     """SIGKILL the submission's process group and every process below this one, until none is
     left. Returns what could not be stopped (must be [])."""
     with suppress(OSError):
         os.killpg(leader, signal.SIGKILL)
-    for _ in range(100):
-        left = descendants(os.getpid())
-        if not left:
-            return []
-        for pid in left:
-            with suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.02)
-        reap()
-    return descendants(os.getpid())
+    return sorted(kill_until_gone(live_descendants, sigkill, STOP_PATIENCE, pause=0.02))
 
 
 def limit_child(file_size: int) -> Callable[[], None]:
@@ -305,7 +303,7 @@ def run_predict(submission: Path, input_csv: Path, output_csv: Path, env: dict, 
         sys.stderr.flush()
     return RunOutcome(
         runner=RUNNER,
-        exit_code=None if stopped else (128 - code if code < 0 else code),
+        exit_code=None if stopped else shell_exit_code(code),
         seconds=seconds,
         timed_out=stopped == "timeout",
         flooded=tee.flood.is_set(),
@@ -316,19 +314,6 @@ def run_predict(submission: Path, input_csv: Path, output_csv: Path, env: dict, 
 
 
 # --- the answer -------------------------------------------------------------------------------
-
-
-def regular_file(path: Path) -> str | None:
-    """None when `path` is a readable answer file; else the reason (worded as `mura evaluate`'s)."""
-    info = path.lstat()
-    if not stat.S_ISREG(info.st_mode):
-        return f"{path} is not a regular file (a link, folder or pipe); write a plain CSV file"
-    if info.st_size > MAX_OUTPUT_FILE:
-        return (
-            f"{path} is {info.st_size / MiB:,.0f} MiB; expected one short line per study "
-            f"(at most {MAX_OUTPUT_FILE / MiB:g} MiB)"
-        )
-    return None
 
 
 def answer_lines(path: Path, cases: Cases, kind: SubmissionFile) -> str:
@@ -349,7 +334,7 @@ def check_answer(folder: Path, cases: Cases) -> str | dict[str, str]:
         )
     files: dict[str, str] = {}
     try:
-        reason = regular_file(answer)
+        reason = answer_file_problem(answer.lstat(), str(answer))
         if reason is not None:
             return reason
         files["output.csv"] = answer_lines(answer, cases, PREDICTIONS)
@@ -358,7 +343,7 @@ def check_answer(folder: Path, cases: Cases) -> str | dict[str, str]:
     if probabilities.exists() or probabilities.is_symlink():
         what = f"{probabilities} (MURA_PROBABILITIES; optional, but invalid)"
         try:
-            reason = regular_file(probabilities)
+            reason = answer_file_problem(probabilities.lstat(), str(probabilities))
             if reason is not None:
                 return f"{what}: {reason}"
             files["probabilities.csv"] = answer_lines(probabilities, cases, PROBABILITIES)

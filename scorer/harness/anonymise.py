@@ -28,8 +28,8 @@ import numpy as np
 from scorer.errors import HostError, examples
 from scorer.formats import RaterTable, csv_field
 from scorer.harness.sandbox import DATA_MOUNT
+from scorer.paths import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FIXED_MTIME = 1_500_000_000  # every staged file and folder: July 2017
 MAP_NAME = "map.csv"
 

@@ -58,6 +58,9 @@ from scorer.harness.sandbox import (
     MemoryCap,
     RunOutcome,
     Watch,
+    kill_until_gone,
+    shell_exit_code,
+    sigkill,
     stop_flags,
     wait_for_end,
 )
@@ -305,23 +308,8 @@ class BwrapRunner:
         groups = None
         if self.place is not None:
             groups = self.place.create(run_id, limits.memory, limits.pids, limits.cpus)
-        prlimit = ["prlimit", f"--fsize={limits.file_size}", "--nofile=4096", "--core=0"]
-        pin: list[str] = []
-        if groups is None:  # no cgroups: address space and processes instead
-            # RLIMIT_NPROC counts the real uid's processes host-wide: the run's own uid has none
-            # yet; the caller's (non-root) has its own already.
-            nproc = limits.pids if uid is not None else limits.pids + _count_processes(os.getuid())
-            prlimit += [f"--as={limits.memory}", f"--nproc={nproc}"]
-        if groups is None or not self.place.cpu:  # no cpu quota: the CPUs instead
-            pin = ["taskset", "--cpu-list", cpu_list(limits.cpus)]
-        procs = groups.procs_files() if groups else []
-        program = seccomp.program()
-        read_end = None
-        if program is not None:  # bwrap reads the filter from a pipe until EOF
-            read_end, write_end = os.pipe()
-            os.write(write_end, program)
-            os.close(write_end)
-        command = ["/bin/sh", "-c", ENTER_CGROUPS, "sh", str(len(procs)), *procs, *prlimit, "--", *pin]
+        read_end = seccomp_pipe()
+        command = self.limits_wrapper(limits, groups, uid)
         command += sandbox_arguments(submission, data, output, limits, run_id, uid, read_end)
 
         start = time.monotonic()
@@ -359,21 +347,19 @@ class BwrapRunner:
             code = proc.returncode
             if groups is not None and code == SETUP_FAILED and not log:
                 raise HostError("could not put the sandbox into its cgroups")
+            out_of_memory, hit_process_limit = limits_hit(groups, stopped, code, log)
             outcome = RunOutcome(
                 self.name,
-                None if stopped or capture.flooded else _exit_code(code),
+                None if stopped or capture.flooded else shell_exit_code(code),
                 time.monotonic() - start,
+                out_of_memory=out_of_memory,
+                hit_process_limit=hit_process_limit,
                 **stop_flags(stopped, capture.flooded),
                 log=log,
                 log_bytes=capture.total,
                 leftovers=[f"process {pid}" for pid in sorted(leftovers)],
                 sandbox=run_id,
             )
-            if groups is not None:
-                outcome.out_of_memory = stopped == "memory" or groups.oom_kills() > 0
-                outcome.hit_process_limit = groups.pids_refused() > 0
-            else:  # prlimit --as makes Python raise MemoryError instead of being killed
-                outcome.out_of_memory = code not in (0, None) and b"MemoryError" in log[-4096:]
             finished = True
             return outcome
         finally:
@@ -386,6 +372,47 @@ class BwrapRunner:
                 stop_strays(marker, uid)
             if groups is not None:
                 groups.remove()
+
+    def limits_wrapper(
+        self, limits: Limits, groups: cgroups.RunGroups | cgroups.RunGroupV2 | None, uid: int | None
+    ) -> list[str]:
+        """The command bwrap runs under: sh puts itself into the run's cgroups, then becomes
+        prlimit (the file size, and without cgroups the address space and processes), which
+        becomes taskset where no cpu quota holds the CPUs, which becomes bwrap."""
+        prlimit = ["prlimit", f"--fsize={limits.file_size}", "--nofile=4096", "--core=0"]
+        pin: list[str] = []
+        if groups is None:  # no cgroups: address space and processes instead
+            # RLIMIT_NPROC counts the real uid's processes host-wide: the run's own uid has none
+            # yet; the caller's (non-root) has its own already.
+            nproc = limits.pids if uid is not None else limits.pids + _count_processes(os.getuid())
+            prlimit += [f"--as={limits.memory}", f"--nproc={nproc}"]
+        if groups is None or not self.place.cpu:  # no cpu quota: the CPUs instead
+            pin = ["taskset", "--cpu-list", cpu_list(limits.cpus)]
+        procs = groups.procs_files() if groups else []
+        return ["/bin/sh", "-c", ENTER_CGROUPS, "sh", str(len(procs)), *procs, *prlimit, "--", *pin]
+
+
+def seccomp_pipe() -> int | None:
+    """The read end of a pipe that holds the seccomp filter (bwrap reads it until EOF), or None
+    where there is no filter."""
+    program = seccomp.program()
+    if program is None:
+        return None
+    read_end, write_end = os.pipe()
+    os.write(write_end, program)
+    os.close(write_end)
+    return read_end
+
+
+def limits_hit(
+    groups: cgroups.RunGroups | cgroups.RunGroupV2 | None, stopped: str | None, code: int | None, log: bytes
+) -> tuple[bool, bool]:
+    """(killed at the memory limit, a fork refused at the process limit), as the run's cgroups
+    count them; without cgroups, prlimit --as makes Python raise MemoryError instead of being
+    killed, and a refused fork leaves no count."""
+    if groups is not None:
+        return stopped == "memory" or groups.oom_kills() > 0, groups.pids_refused() > 0
+    return code not in (0, None) and b"MemoryError" in log[-4096:], False
 
 
 def cpu_list(cpus: float) -> str:
@@ -400,11 +427,6 @@ def fresh_uid() -> int:
         uid = SANDBOX_UIDS.start + secrets.randbelow(len(SANDBOX_UIDS))
         if not _processes(None, uid):
             return uid
-
-
-def _exit_code(code: int) -> int:
-    """bwrap reports a child killed by signal N as 128 + N, as a shell does; Popen as -N."""
-    return 128 - code if code < 0 else code
 
 
 def _count_processes(uid: int) -> int:
@@ -437,12 +459,4 @@ def _processes(marker: bytes | None, uid: int | None) -> set[int]:
 def stop_strays(marker: bytes, uid: int | None, patience: float = STRAY_PATIENCE) -> set[int]:
     """Kill the run's processes still there (normally none) until none is, or until `patience`
     seconds have passed: processes that are still dying do not count. Returns those left."""
-    deadline = time.monotonic() + patience
-    while True:
-        found = _processes(marker, uid)
-        if not found or time.monotonic() > deadline:
-            return found
-        for pid in found:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
+    return kill_until_gone(lambda: _processes(marker, uid), sigkill, patience)

@@ -12,17 +12,18 @@ Used by the bubblewrap runner, whichever the host offers (`locate`):
   (root on a cgroup v1 or hybrid host, as the kit's CI); `kill_all` freezes the group before
   killing so a fork bomb cannot outrun it.
 
-Without either, the runner has only per-process limits (prlimit), and says so.
+Without either, the runner has only per-process limits (prlimit), and says so. The docker runner
+reads its container's pids.events with `counter` too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from scorer.harness.sandbox import kill_until_gone, sigkill
 
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "mura-kit"  # all runs' groups live under <controller>/mura-kit/ (v1), <delegated>/mura-kit/ (v2)
@@ -158,7 +159,7 @@ def _unescape(field: str) -> str:
     return field
 
 
-def _counter(path: Path, key: str) -> int:
+def counter(path: Path, key: str) -> int:
     """The value of `key` in a flat-keyed cgroup file (memory.events, pids.events, ...); 0 when
     the file or the key is not there."""
     try:
@@ -207,33 +208,35 @@ class RunGroupV2:
         return {int(pid) for pid in _words(self.folder / "cgroup.procs")}
 
     def oom_kills(self) -> int:
-        return _counter(self.folder / "memory.events", "oom_kill")
+        return counter(self.folder / "memory.events", "oom_kill")
 
     def pids_refused(self) -> int:
-        return _counter(self.folder / "pids.events", "max")
+        return counter(self.folder / "pids.events", "max")
 
     def kill_all(self, patience: float = 10.0) -> set[int]:
-        """cgroup.kill (Linux 5.14) ends every member at once; else freeze, SIGKILL, thaw."""
-        kill, freeze = self.folder / "cgroup.kill", self.folder / "cgroup.freeze"
-        deadline = time.monotonic() + patience
-        while True:
-            members = self.members()
-            if not members or time.monotonic() > deadline:
-                break
+        """cgroup.kill (Linux 5.14) ends every member at once; else freeze, SIGKILL, thaw.
+        Returns the members still there after `patience` seconds (normally none)."""
+        kill = self.folder / "cgroup.kill"
+
+        def end(members: set[int]) -> None:
             if kill.exists():
                 kill.write_text("1")
             else:
-                freeze.write_text("1")
-                for pid in members:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                freeze.write_text("0")  # a frozen process cannot act on SIGKILL
-            time.sleep(0.05)
-        return self.members()
+                kill_frozen(self.folder / "cgroup.freeze", "1", "0", members)
+
+        return kill_until_gone(self.members, end, patience)
 
     def remove(self) -> None:
         with contextlib.suppress(OSError):
             self.folder.rmdir()
+
+
+def kill_frozen(state: Path, frozen: str, thawed: str, members: set[int]) -> None:
+    """Freeze the group (`frozen` into its `state` file: a fork bomb cannot outrun the kill),
+    SIGKILL its members, and thaw it (`thawed`): a frozen process cannot act on SIGKILL."""
+    state.write_text(frozen)
+    sigkill(members)
+    state.write_text(thawed)
 
 
 def _enable(group: Path, controllers: list[str]) -> None:
@@ -280,28 +283,19 @@ class RunGroups:
 
     def oom_kills(self) -> int:
         """Processes the OOM killer ended in this group (0 when the kernel does not say)."""
-        return _counter(self.path("memory") / "memory.oom_control", "oom_kill")
+        return counter(self.path("memory") / "memory.oom_control", "oom_kill")
 
     def pids_refused(self) -> int:
         """Forks refused at the pids limit."""
-        return _counter(self.path("pids") / "pids.events", "max")
+        return counter(self.path("pids") / "pids.events", "max")
 
     def kill_all(self, patience: float = 10.0) -> set[int]:
         """SIGKILL every member, frozen first; returns the members still there after
         `patience` seconds (normally none)."""
         state = self.path("freezer") / "freezer.state"
-        deadline = time.monotonic() + patience
-        while True:
-            members = self.members()
-            if not members or time.monotonic() > deadline:
-                break
-            state.write_text("FROZEN")
-            for pid in members:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            state.write_text("THAWED")  # a frozen process cannot act on SIGKILL
-            time.sleep(0.05)
-        return self.members()
+        return kill_until_gone(
+            self.members, lambda members: kill_frozen(state, "FROZEN", "THAWED", members), patience
+        )
 
     def remove(self) -> None:
         """Remove the groups (they must be empty); a leftover group is harmless but kept."""

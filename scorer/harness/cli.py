@@ -7,17 +7,29 @@ import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from scorer.cli import fail, settings_option
 from scorer.errors import HostError, ScoringError
-from scorer.harness.sandbox import GiB, Limits, MiB
+from scorer.harness.docker_runner import EVALUATION_IMAGE
+from scorer.harness.sandbox import RUNNERS, GiB, Limits, MiB, choose_runner
 
-RUNNERS = ("auto", "docker", "bwrap")
+if TYPE_CHECKING:
+    from scorer.harness.evaluate import Verdict
+
 # Turned into an exception, so that the runners' cleanup (`finally`) runs: Python's default for
 # SIGTERM and SIGHUP ends the process at once and would leave the sandbox running.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+# `--test DIR` of `mura evaluate` and `mura codabench bundle`.
+HIDDEN_TEST_SET = click.option(
+    "--test",
+    "test_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The hidden test set: the folder that holds MURA-v1.1/ (each gold study's images).",
+)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": MiB, "g": GiB, "t": 1 << 40}
 
@@ -44,35 +56,14 @@ def _raise_stopped(signum: int, frame) -> None:
     raise Stopped(signum)
 
 
-def choose_runner(name: str, image: str):
-    """The sandbox: docker when an engine answers, else bubblewrap, else say what to install."""
-    from scorer.harness import bwrap_runner, docker_runner
-
-    if name == "docker":
-        return docker_runner.DockerRunner(image)
-    if name == "bwrap":
-        return bwrap_runner.BwrapRunner()
-    no_docker = docker_runner.unavailable_reason()
-    if no_docker is None:
-        return docker_runner.DockerRunner(image)
-    no_bwrap = bwrap_runner.unavailable_reason()
-    if no_bwrap is None:
-        return bwrap_runner.BwrapRunner()
-    raise HostError(
-        f"no sandbox to run the submission in: {no_docker}, and {no_bwrap}; start a Docker engine "
-        f"(and `make image`), or {bwrap_runner.install_hint()}"
-    )
+def raise_on_stop_signals() -> None:
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _raise_stopped)
 
 
 @click.command("evaluate")
 @click.argument("submission", type=click.Path(path_type=Path))
-@click.option(
-    "--test",
-    "test_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="The hidden test set: the folder that holds MURA-v1.1/ (each gold study's images).",
-)
+@HIDDEN_TEST_SET
 @click.option(
     "--gold",
     required=True,
@@ -101,7 +92,7 @@ def choose_runner(name: str, image: str):
 )
 @click.option(
     "--image",
-    default="mura-evaluation:latest",
+    default=EVALUATION_IMAGE,
     show_default=True,
     help="The docker runner's image (docker/evaluation.Dockerfile; `make image`).",
 )
@@ -177,14 +168,12 @@ def evaluate(
     organiser's input is invalid (nothing recorded); 128+N stopped by signal N (SIGTERM, SIGHUP,
     SIGINT), after stopping and removing the sandbox.
     """
-    from scorer import report
     from scorer.harness.evaluate import Submission
     from scorer.harness.evaluate import evaluate as run_evaluation
     from scorer.harness.progress import Progress
     from scorer.settings import Settings, rater_names
 
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _raise_stopped)
+    raise_on_stop_signals()
     try:
         limits = Limits(
             timeout=timeout,
@@ -195,12 +184,8 @@ def evaluate(
             gpus=gpus,
         )
         name = submitter or submission.resolve().name
-        when = datetime.now(timezone.utc)
-        out = out or Path("evaluations") / f"{name}-{when:%Y%m%dT%H%M%SZ}"
-        if db is None and not no_record:
-            from scorer.leaderboard.store import DEFAULT_DB
-
-            db = Path(DEFAULT_DB)
+        out = out or default_run_folder(name)
+        db = None if no_record else (db or default_store())
         verdict = run_evaluation(
             Submission(submission, name, model, institution, link, submitted),
             test_dir,
@@ -210,7 +195,7 @@ def evaluate(
             limits,
             Settings(rater_names(gold_raters), seed, resamples),
             strata=strata,
-            db=None if no_record else db,
+            db=db,
             seed=anonymise_seed,
             progress=Progress(sys.stderr, quiet=quiet),
             require_memory_cap=require_memory_cap,
@@ -218,14 +203,38 @@ def evaluate(
     except ScoringError as exc:
         fail(exc)
     except Stopped as stop:
-        name = signal.Signals(stop.signum).name
-        where = f" (run folder {out})" if out is not None else ""
-        click.echo(
-            f"mura evaluate: stopped by {name}; the sandbox was stopped and removed; the evaluation "
-            f"is incomplete{where}: run it again",
-            err=True,
-        )
-        sys.exit(128 + stop.signum)
+        say_stopped(stop.signum, out)
+    say_verdict(verdict, out, db)
+
+
+def default_run_folder(submitter: str) -> Path:
+    """evaluations/SUBMITTER-TIME (UTC, to the second)."""
+    return Path("evaluations") / f"{submitter}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+
+
+def default_store() -> Path:
+    from scorer.leaderboard.store import DEFAULT_DB
+
+    return Path(DEFAULT_DB)
+
+
+def say_stopped(signum: int, out: Path | None) -> NoReturn:
+    """A stop signal ended the evaluation (after the runner stopped and removed the sandbox):
+    exit 128 + its number."""
+    where = f" (run folder {out})" if out is not None else ""
+    click.echo(
+        f"mura evaluate: stopped by {signal.Signals(signum).name}; the sandbox was stopped and removed; "
+        f"the evaluation is incomplete{where}: run it again",
+        err=True,
+    )
+    sys.exit(128 + signum)
+
+
+def say_verdict(verdict: Verdict, out: Path, db: Path | None) -> None:
+    """The scored table and a last line on stdout (exit 0), or the failure's reason on stderr
+    (exit 2)."""
+    from scorer import report
+
     run = verdict.outcome
     ran = f" ({run.runner} sandbox, {run.seconds:.1f} s)" if run is not None else ""
     where = f"; recorded on {db}" if verdict.recorded is not None else ""

@@ -33,6 +33,7 @@ import uuid
 from pathlib import Path
 
 from scorer.errors import HostError
+from scorer.harness import cgroups
 from scorer.harness.sandbox import (
     COMMAND,
     DATA_MOUNT,
@@ -48,7 +49,9 @@ from scorer.harness.sandbox import (
     wait_for_end,
 )
 
-DEFAULT_IMAGE = "mura-evaluation:latest"
+# The evaluation image (docker/evaluation.Dockerfile): `make image` builds it under this name, the
+# Makefile's EVAL_IMAGE (tests/test_docker_files.py holds the two together).
+EVALUATION_IMAGE = "mura-evaluation:latest"
 USER = "1000:1000"  # the evaluation image's `mura` user (docker/evaluation.Dockerfile)
 DOCKER_FAILED = 125  # `docker run` itself failed: the container did not start
 CONTAINER_GRACE = 10.0  # seconds the container's own deadline lies past the harness's timeout
@@ -67,6 +70,11 @@ def unavailable_reason() -> str | None:
         lines = (probe.stderr or probe.stdout).strip().splitlines()
         return f"no Docker engine answers ({lines[-1] if lines else f'exit {probe.returncode}'})"
     return None
+
+
+def has_image(image: str) -> bool:
+    """Whether the engine holds `image` (the runner never pulls one)."""
+    return subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
 
 
 def container_user() -> str:
@@ -138,7 +146,7 @@ def docker_arguments(
 class DockerRunner:
     name = "docker"
 
-    def __init__(self, image: str = DEFAULT_IMAGE) -> None:
+    def __init__(self, image: str = EVALUATION_IMAGE) -> None:
         self.image = image
         self.memory_limit: bool | None = None  # whether the engine can limit memory (check)
 
@@ -146,8 +154,7 @@ class DockerRunner:
         reason = unavailable_reason()
         if reason is not None:
             raise HostError(f"the docker runner is unavailable: {reason}")
-        probe = subprocess.run(["docker", "image", "inspect", self.image], capture_output=True, text=True)
-        if probe.returncode != 0:
+        if not has_image(self.image):
             raise HostError(
                 f"the evaluation image {self.image} is not in the Docker engine; build it with "
                 "`make image` (docker/evaluation.Dockerfile) or name another with --image"
@@ -277,12 +284,9 @@ def _inspect(name: str) -> dict | None:
 def _pids_refused(name: str) -> int:
     """Forks the container's pids cgroup refused (cgroup v1 with the cgroupfs driver; else 0)."""
     probe = subprocess.run(["docker", "inspect", "--format", "{{.Id}}", name], capture_output=True, text=True)
-    events = Path("/sys/fs/cgroup/pids/docker") / probe.stdout.strip() / "pids.events"
-    try:
-        text = events.read_text() if probe.returncode == 0 else ""
-    except OSError:
+    if probe.returncode != 0:
         return 0
-    return sum(int(line.split()[1]) for line in text.splitlines() if line.startswith("max "))
+    return cgroups.counter(cgroups.ROOT / "pids" / "docker" / probe.stdout.strip() / "pids.events", "max")
 
 
 def _remove(name: str) -> None:

@@ -38,8 +38,10 @@ from scorer import report
 from scorer.errors import HostError, ParticipantError, shorten
 from scorer.files import file_sha256, write_atomic
 from scorer.formats import (
+    PARTICIPANT_FILE_LIMIT,
     PREDICTIONS,
     PROBABILITIES,
+    RaterTable,
     SubmissionFile,
     csv_field,
     read_gold,
@@ -63,7 +65,6 @@ from scorer.pipeline import score_files
 from scorer.settings import Settings
 from scorer.validate import align
 
-MAX_OUTPUT_FILE = 64 * MiB  # output.csv of MURA's test set is about 20 KB
 LOG_LINES_IN_REASON = 3
 
 
@@ -119,55 +120,13 @@ def evaluate(
             f"--memory; --require-memory-cap refuses such a run"
         )
     verdict = Verdict(out)
-    private = out / "private"
-    sandbox = out / "sandbox"
     reason = missing_entry_point(submission.folder)
     if reason is None:
-        # Only the organiser may enter: the sandbox's user owns /output inside it.
-        sandbox.mkdir(mode=0o700)
-        try:
-            start = time.monotonic()
-            staged = anonymise(test_dir, table, sandbox / "data", private, seed)
-            progress.stage(
-                f"staged {staged.images:,} images of {len(staged.studies):,} studies in "
-                f"{time.monotonic() - start:.1f} s"
-            )
-            output = sandbox / "output"
-            output.mkdir()
-            progress.stage(f"running in the {runner.name} sandbox: {describe_limits(limits, cap)}")
-            with progress.running(limits) as watch:
-                verdict.outcome = runner.run(submission.folder.resolve(), staged.data, output, limits, watch)
-            progress.stage(f"ran for {verdict.outcome.seconds:.1f} s: {how_it_ended(verdict.outcome)}")
-            (out / "log.txt").write_bytes(verdict.outcome.log)
-            if verdict.outcome.leftovers:
-                raise HostError(
-                    f"the {runner.name} sandbox could not stop everything the submission started "
-                    f"({', '.join(verdict.outcome.leftovers)}); stop it by hand"
-                )
-            reason = failure_reason(verdict.outcome, limits)
-            if reason is None:
-                reason = map_back(staged, output, private, out)
-                if reason is None:
-                    kept = [n for n in ("output.csv", "probabilities.csv") if (private / n).is_file()]
-                    progress.stage(f"collected {' and '.join(kept)} ({len(staged.studies):,} studies)")
-        except BaseException:  # a host error or a signal: the sandbox folder goes all the same
-            with contextlib.suppress(OSError):
-                remove_tree(sandbox)
-            raise
-        remove_sandbox(sandbox)  # what counts is in private/ now
-    if reason is None:
-        probabilities = out / "probabilities.csv"
-        verdict.result = score_files(
-            gold,
-            out / "predictions.csv",
-            settings,
-            probabilities_path=probabilities if probabilities.is_file() else None,
-            strata_path=strata,
+        verdict.outcome, reason = run_and_collect(
+            submission, test_dir, table, out, runner, limits, cap, seed, progress
         )
-        write_atomic(out / "result.json", report.to_json(verdict.result))
-        write_atomic(out / "score.html", report.to_html(verdict.result))
-        kappa = verdict.result.get("Overall_Mean")
-        progress.stage(f"scored: overall kappa {'undefined' if kappa is None else f'{kappa:.3f}'}")
+    if reason is None:
+        verdict.result = score_run(gold, out, settings, strata, progress)
     verdict.reason = None if reason is None else shorten(reason)  # the participant reads it
     write_outcome(out / "outcome.json", verdict, limits, cap)
     if db is not None:
@@ -178,6 +137,76 @@ def evaluate(
 
 
 # --- the steps ---------------------------------------------------------------------------------
+
+
+def run_and_collect(
+    submission: Submission,
+    test_dir: Path,
+    table: RaterTable,
+    out: Path,
+    runner: Runner,
+    limits: Limits,
+    cap: MemoryCap,
+    seed: int | None,
+    progress: Progress,
+) -> tuple[RunOutcome, str | None]:
+    """Stage the anonymised test set in OUT/sandbox/, run the submission on it, keep its log
+    (OUT/log.txt) and map its answer back (OUT/private/, OUT/predictions.csv); the sandbox's
+    folder is deleted whatever happens. Returns how the run ended and the participant's failure
+    (None when the answer is complete)."""
+    private = out / "private"
+    sandbox = out / "sandbox"
+    # Only the organiser may enter: the sandbox's user owns /output inside it.
+    sandbox.mkdir(mode=0o700)
+    try:
+        start = time.monotonic()
+        staged = anonymise(test_dir, table, sandbox / "data", private, seed)
+        progress.stage(
+            f"staged {staged.images:,} images of {len(staged.studies):,} studies in "
+            f"{time.monotonic() - start:.1f} s"
+        )
+        output = sandbox / "output"
+        output.mkdir()
+        progress.stage(f"running in the {runner.name} sandbox: {describe_limits(limits, cap)}")
+        with progress.running(limits) as watch:
+            outcome = runner.run(submission.folder.resolve(), staged.data, output, limits, watch)
+        progress.stage(f"ran for {outcome.seconds:.1f} s: {how_it_ended(outcome)}")
+        (out / "log.txt").write_bytes(outcome.log)
+        if outcome.leftovers:
+            raise HostError(
+                f"the {runner.name} sandbox could not stop everything the submission started "
+                f"({', '.join(outcome.leftovers)}); stop it by hand"
+            )
+        reason = failure_reason(outcome, limits)
+        if reason is None:
+            reason = map_back(staged, output, private, out)
+            if reason is None:
+                kept = [n for n in ("output.csv", "probabilities.csv") if (private / n).is_file()]
+                progress.stage(f"collected {' and '.join(kept)} ({len(staged.studies):,} studies)")
+    except BaseException:  # a host error or a signal: the sandbox folder goes all the same
+        with contextlib.suppress(OSError):
+            remove_tree(sandbox)
+        raise
+    remove_sandbox(sandbox)  # what counts is in private/ now
+    return outcome, reason
+
+
+def score_run(gold: Path, out: Path, settings: Settings, strata: Path | None, progress: Progress) -> dict:
+    """Score OUT/predictions.csv (and OUT/probabilities.csv) like `mura score`: OUT/result.json
+    and OUT/score.html."""
+    probabilities = out / "probabilities.csv"
+    result = score_files(
+        gold,
+        out / "predictions.csv",
+        settings,
+        probabilities_path=probabilities if probabilities.is_file() else None,
+        strata_path=strata,
+    )
+    write_atomic(out / "result.json", report.to_json(result))
+    write_atomic(out / "score.html", report.to_html(result))
+    kappa = result.get("Overall_Mean")
+    progress.stage(f"scored: overall kappa {'undefined' if kappa is None else f'{kappa:.3f}'}")
+    return result
 
 
 def check_host_inputs(
@@ -343,13 +372,9 @@ def collect(output: Path, name: str, private: Path) -> Path | str | None:
         info = source.lstat()
     except FileNotFoundError:
         return None
-    if not stat.S_ISREG(info.st_mode):
-        return f"/output/{name} is not a regular file (a link, folder or pipe); write a plain CSV file"
-    if info.st_size > MAX_OUTPUT_FILE:
-        return (
-            f"/output/{name} is {info.st_size / MiB:,.0f} MiB; expected one short line per study "
-            f"(at most {MAX_OUTPUT_FILE / MiB:g} MiB)"
-        )
+    reason = answer_file_problem(info, f"/output/{name}")
+    if reason is not None:
+        return reason
     # By its mode, not by whether the organiser can open it: root could, and the verdict must
     # not depend on who the organiser is.
     if not info.st_mode & stat.S_IRUSR:
@@ -362,10 +387,24 @@ def collect(output: Path, name: str, private: Path) -> Path | str | None:
     except OSError as exc:
         return f"/output/{name} cannot be read ({exc.strerror}); write it with the usual permissions"
     with os.fdopen(fd, "rb") as handle:
-        data = handle.read(MAX_OUTPUT_FILE + 1)
+        data = handle.read(PARTICIPANT_FILE_LIMIT + 1)
     copy = private / name
     copy.write_bytes(data)
     return copy
+
+
+def answer_file_problem(info: os.stat_result, shown: str) -> str | None:
+    """Why an answer file (`shown`: its name as the submission sees it) cannot be taken, in words
+    a participant may read: not a plain file, or too large (output.csv of MURA's test set is about
+    20 KB); None when it can."""
+    if not stat.S_ISREG(info.st_mode):
+        return f"{shown} is not a regular file (a link, folder or pipe); write a plain CSV file"
+    if info.st_size > PARTICIPANT_FILE_LIMIT:
+        return (
+            f"{shown} is {info.st_size / MiB:,.0f} MiB; expected one short line per study "
+            f"(at most {PARTICIPANT_FILE_LIMIT / MiB:g} MiB)"
+        )
+    return None
 
 
 def map_back(staged: Anonymised, output: Path, private: Path, out: Path) -> str | None:

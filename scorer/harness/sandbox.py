@@ -1,4 +1,5 @@
-"""What every sandbox runner shares: the limits, the outcome of a run, and its capped log.
+"""What every sandbox runner shares: the limits, the outcome of a run, its capped log, and which
+runner to use here (`choose_runner`).
 
 A runner starts the submission's `predict.py` as a separate process tree inside a sandbox,
 drains its stdout and stderr into a LogCapture (which keeps the head and the tail within a
@@ -10,12 +11,14 @@ SIGHUP into an exception for that).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -107,6 +110,12 @@ class RunOutcome:
     sandbox: str = ""  # the run's container name or cgroup name, for the organiser's records
 
 
+def shell_exit_code(code: int) -> int:
+    """A process's exit code as a shell (and bwrap, for its child) reports it: killed by signal N
+    is 128 + N, where Popen says -N."""
+    return 128 - code if code < 0 else code
+
+
 def stop_flags(stopped: str | None, flooded: bool) -> dict[str, bool]:
     """RunOutcome's flags for how a run was stopped (wait_for_end's reason): a flood of output
     outranks the timeout or /output limit it may also have run into. (Out of memory is the
@@ -143,6 +152,37 @@ class Runner(Protocol):
         LogCapture once it starts (the live progress line). Returns when nothing of the run is
         left; an exception (a signal) ends the run before it propagates."""
         ...
+
+
+RUNNERS = ("auto", "docker", "bwrap")  # what `mura evaluate --runner` takes: choose_runner's names
+
+
+def choose_runner(
+    name: str, image: str, *, needs_image: bool = False, say: Callable[[str], None] | None = None
+) -> Runner:
+    """The sandbox `name` names ("docker" with `image`, "bwrap"), or for "auto": docker when an
+    engine answers (with `needs_image`: and has `image`, else bubblewrap, which `say` is told),
+    else bubblewrap where it works, else a HostError that says what to install."""
+    from scorer.harness import bwrap_runner, docker_runner
+
+    if name == "docker":
+        return docker_runner.DockerRunner(image)
+    if name == "bwrap":
+        return bwrap_runner.BwrapRunner()
+    no_docker = docker_runner.unavailable_reason()
+    if no_docker is None and needs_image and not docker_runner.has_image(image):
+        no_docker = f"the Docker engine has no {image} (`make image`)"
+        if say is not None:
+            say(f"a Docker engine answers but has no {image} (`make image`): using bubblewrap")
+    if no_docker is None:
+        return docker_runner.DockerRunner(image)
+    no_bwrap = bwrap_runner.unavailable_reason()
+    if no_bwrap is None:
+        return bwrap_runner.BwrapRunner()
+    raise HostError(
+        f"no sandbox to run the submission in: {no_docker}, and {no_bwrap}; start a Docker engine "
+        f"(and `make image`), or {bwrap_runner.install_hint()}"
+    )
 
 
 class LogCapture:
@@ -216,6 +256,31 @@ def printable(text: str) -> str:
     """`text` with every character that is not printable (escapes, controls, bidi overrides)
     replaced by `?`: a participant's bytes, safe for the organiser's terminal and records."""
     return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+KILL_PAUSE = 0.05  # seconds the killed get to disappear before the next look
+
+
+def sigkill(pids: Iterable[int]) -> None:
+    """SIGKILL each of `pids`; one that is gone already (or not ours to signal) is passed over."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def kill_until_gone(
+    find: Callable[[], set[int]],
+    kill: Callable[[set[int]], None] = sigkill,
+    patience: float = 10.0,
+    pause: float = KILL_PAUSE,
+) -> set[int]:
+    """`kill` what `find` finds until it finds nothing, or until `patience` seconds have passed:
+    processes that are still dying do not count before then. Returns those left (normally none)."""
+    deadline = time.monotonic() + patience
+    while (found := find()) and time.monotonic() <= deadline:
+        kill(found)
+        time.sleep(pause)
+    return found
 
 
 OUTPUT_CHECK_INTERVAL = 1.0  # seconds between two looks at the size of /output
