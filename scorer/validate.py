@@ -63,8 +63,10 @@ def _hashes(strings: Sequence[str], spell: Spelling) -> NDArray[np.int64]:
 
 def _all_equal(names: Sequence[str], row: NDArray[np.intp], targets: Sequence[str], spell: Spelling) -> bool:
     """spell(names[row[t]]) == spell(targets[t]) for every t."""
+    gathered = np.empty(len(names), dtype=object)  # numpy gathers a million strings fastest
+    gathered[:] = names
     return all(
-        spell(list(map(names.__getitem__, row[i : i + CHUNK].tolist()))) == spell(targets[i : i + CHUNK])
+        spell(gathered[row[i : i + CHUNK]].tolist()) == spell(targets[i : i + CHUNK])
         for i in range(0, len(row), CHUNK)
     )
 
