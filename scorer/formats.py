@@ -126,7 +126,7 @@ def read_table(path: str | Path, *, what: str, participant: bool) -> Table:
     if "\x00" in text:
         raise error(f"{what} contains NUL bytes: it looks binary; expected a text CSV file")
     if participant:
-        _note_windows_habits(what, bom, text.count("\r\n"))
+        _note_windows_habits(what, bom, text.count("\r\n") if "\r" in text else 0)
     found = "0 bytes" if not data else "only blank lines"
     del data  # the text alone from here: a large file is held once
 
@@ -523,8 +523,9 @@ def _votes(column: list[str]) -> NDArray[np.int8] | None:
 def _check_unique(keys: Sequence[str], table: Table, what: str, path: str | Path) -> None:
     """Each study key (paths.study_key) once: two rows whose paths differ only in the
     `_positive`/`_negative` suffix are the same study to the scorer."""
-    if len(set(keys)) == len(keys):
-        return
+    hashes = np.sort(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)))
+    if not (hashes[1:] == hashes[:-1]).any():
+        return  # no two hashes alike: no two keys alike
     seen: dict[str, int] = {}
     repeated: list[str] = []
     for key, line in zip(keys, table.lines.tolist()):
@@ -532,11 +533,12 @@ def _check_unique(keys: Sequence[str], table: Table, what: str, path: str | Path
             repeated.append(f"{hide_labels(key)} (lines {seen[key]} and {line})")
         else:
             seen[key] = line
-    raise HostError(
-        f"{what} {path}: expected each study once (paths that differ only in the study "
-        f"folder's label suffix are one study); found {len(repeated)} repeated: "
-        f"{examples(repeated)}; keep one row per study"
-    )
+    if repeated:
+        raise HostError(
+            f"{what} {path}: expected each study once (paths that differ only in the study "
+            f"folder's label suffix are one study); found {len(repeated)} repeated: "
+            f"{examples(repeated)}; keep one row per study"
+        )
 
 
 # --- the organiser's strata file --------------------------------------------------------------

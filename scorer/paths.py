@@ -69,21 +69,6 @@ def study_type(study: str) -> str | None:
     return None
 
 
-def study_of_image(image_path: str) -> str:
-    """The study an image belongs to: its folder, with a trailing slash."""
-    path = image_path.strip()
-    folder, _, _ = path.rpartition("/")
-    return normalize_study(folder)
-
-
-def label_in_path(study: str) -> int | None:
-    """The label MURA's folder names give away (`_positive` = 1, `_negative` = 0), if any."""
-    match = _LABEL_SUFFIX.search(study.strip())
-    if match is None:
-        return None
-    return 1 if match.group(1) == "positive" else 0
-
-
 # --- the same rules on a whole column of paths ------------------------------------------------
 
 
@@ -93,8 +78,15 @@ def _joined(paths: Sequence[str]) -> str | None:
     return joined if paths and joined.count("\n") == len(paths) - 1 else None
 
 
+class Canonical(list[str]):
+    """Paths that normalize_study leaves as they are: what normalize_studies returns when it had
+    nothing to change (MURA's paths), which study_keys need not normalize again."""
+
+
 def normalize_studies(texts: Sequence[str]) -> list[str]:
-    """normalize_study of each text. Texts already canonical (MURA's) are returned as they are."""
+    """normalize_study of each text."""
+    if isinstance(texts, Canonical):
+        return texts
     stripped = list(map(str.strip, texts))
     joined = _joined(stripped)
     if joined is None:
@@ -102,7 +94,7 @@ def normalize_studies(texts: Sequence[str]) -> list[str]:
     if joined.startswith("./") or "\n./" in joined:
         joined = _LEADING_DOT_SLASHES.sub("", joined)
     elif _one_trailing_slash_each(joined, len(stripped)):
-        return stripped
+        return Canonical(stripped)  # stripped, so none starts with a blank a second pass would strip
     return _TRAILING_SLASHES.sub("/", joined).split("\n")
 
 
@@ -149,3 +141,21 @@ def study_types(studies: Sequence[str]) -> list[str | None]:
         named = (folder == f"{name}/".encode()) | (folder == f"{name}\n".encode())
         code[folder_start & named] = i
     return list(map((*STUDY_TYPES, None).__getitem__, code.tolist()))
+
+
+# --- an image path's study ---------------------------------------------------------------------
+
+
+def study_of_image(image_path: str) -> str:
+    """The study an image belongs to: its folder, with a trailing slash."""
+    path = image_path.strip()
+    folder, _, _ = path.rpartition("/")
+    return normalize_study(folder)
+
+
+def label_in_path(study: str) -> int | None:
+    """The label MURA's folder names give away (`_positive` = 1, `_negative` = 0), if any."""
+    match = _LABEL_SUFFIX.search(study.strip())
+    if match is None:
+        return None
+    return 1 if match.group(1) == "positive" else 0
