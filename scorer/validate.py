@@ -39,11 +39,14 @@ def align(predictions: Submitted, studies: Sequence[str], kind: SubmissionFile =
 
 def _one_to_one(names: Sequence[str], targets: Sequence[str], spell: Spelling) -> NDArray[np.intp] | None:
     """For each target, the index of the one name spelled as it is (by `spell`), when the names
-    are the targets in some order; else None. Matched on the spellings' hashes with numpy, then
-    the matched spellings compared, a chunk at a time: a million paths in a fraction of a second,
-    and never a million spellings held at once."""
+    are the targets in some order; else None. Names in the targets' order are the usual case
+    (predict.py writes MURA's studies in its index files' order); else they are matched on the
+    spellings' hashes with numpy and the matched spellings compared: a million paths in a
+    fraction of a second, spelled a chunk at a time (never a million spellings held at once)."""
     if len(names) != len(targets):
         return None
+    if _same(names, targets, spell):
+        return np.arange(len(targets))
     names_hashed, targets_hashed = _hashes(names, spell), _hashes(targets, spell)
     names_order, targets_order = np.argsort(names_hashed), np.argsort(targets_hashed)
     names_hashed = names_hashed[names_order]
@@ -53,7 +56,9 @@ def _one_to_one(names: Sequence[str], targets: Sequence[str], spell: Spelling) -
         return None
     row = np.empty(len(targets), dtype=np.intp)
     row[targets_order] = names_order
-    return row if _all_equal(names, row, targets, spell) else None
+    gathered = np.empty(len(names), dtype=object)  # numpy gathers a million strings fastest
+    gathered[:] = names
+    return row if _same(gathered[row].tolist(), targets, spell) else None
 
 
 def _hashes(strings: Sequence[str], spell: Spelling) -> NDArray[np.int64]:
@@ -61,13 +66,10 @@ def _hashes(strings: Sequence[str], spell: Spelling) -> NDArray[np.int64]:
     return np.fromiter(chain.from_iterable(spelled), dtype=np.int64, count=len(strings))
 
 
-def _all_equal(names: Sequence[str], row: NDArray[np.intp], targets: Sequence[str], spell: Spelling) -> bool:
-    """spell(names[row[t]]) == spell(targets[t]) for every t."""
-    gathered = np.empty(len(names), dtype=object)  # numpy gathers a million strings fastest
-    gathered[:] = names
+def _same(names: Sequence[str], targets: Sequence[str], spell: Spelling) -> bool:
+    """spell(names[t]) == spell(targets[t]) for every t, a chunk at a time (up to one that differs)."""
     return all(
-        spell(gathered[row[i : i + CHUNK]].tolist()) == spell(targets[i : i + CHUNK])
-        for i in range(0, len(row), CHUNK)
+        spell(names[i : i + CHUNK]) == spell(targets[i : i + CHUNK]) for i in range(0, len(names), CHUNK)
     )
 
 

@@ -144,15 +144,14 @@ def csv_text(rows: list[list[str]], newline: str, blank_every: int, final_newlin
     return newline.join(lines) + (newline if final_newline else "")
 
 
-@given(
-    st.lists(st.lists(field, min_size=1, max_size=4), max_size=6),
-    st.sampled_from(["\n", "\r\n"]),
-    st.integers(0, 3),
-    st.booleans(),
-)
+# How rows become a file's text: the line ending, a blank line after every n-th row, a last line end.
+layout = st.tuples(st.sampled_from(["\n", "\r\n"]), st.integers(0, 3), st.booleans())
+
+
+@given(st.lists(st.lists(field, min_size=1, max_size=4), max_size=6), layout)
 @settings(max_examples=500, deadline=None)
-def test_the_plain_splitter_gives_the_csv_modules_rows_or_leaves_the_file_to_it(rows, newline, blanks, final):
-    text = csv_text(rows, newline, blanks, final)
+def test_the_plain_splitter_gives_the_csv_modules_rows_or_leaves_the_file_to_it(rows, how):
+    text = csv_text(rows, *how)
     plain = formats._split_plain(text)
     try:
         expected = csv_module_rows(text)
@@ -165,13 +164,11 @@ def test_the_plain_splitter_gives_the_csv_modules_rows_or_leaves_the_file_to_it(
 
 @given(
     st.integers(1, 4).flatmap(lambda k: st.lists(st.lists(plain_field, min_size=k, max_size=k), min_size=1)),
-    st.sampled_from(["\n", "\r\n"]),
-    st.integers(0, 3),
-    st.booleans(),
+    layout,
 )
 @settings(max_examples=300, deadline=None)
-def test_a_plain_file_is_split_by_the_plain_splitter(rows, newline, blanks, final):
-    text = csv_text(rows, newline, blanks, final)
+def test_a_plain_file_is_split_by_the_plain_splitter(rows, how):
+    text = csv_text(rows, *how)
     plain = formats._split_plain(text)
     expected = csv_module_rows(text)
     if not any(row != [""] for row in rows):  # only blank lines
@@ -281,6 +278,38 @@ def test_predictions_and_their_alignment_are_the_same_on_either_path(tmp_path):
         0.05,
         0.35,
     ]
+
+
+@pytest.mark.parametrize("order", ["gold", "reversed", "shuffled"])
+@pytest.mark.parametrize("spelling", ["as the gold", "no suffix", "mixed"])
+def test_align_gives_each_gold_study_its_rows_value_in_any_order_and_spelling(tmp_path, order, spelling):
+    """Against the rule row by row: each row's key (study_key) names one gold study."""
+    studies = [
+        f"MURA-v1.1/valid/XR_{kind}/patient{i:05d}/study1_{'positive' if i % 3 else 'negative'}/"
+        for i, kind in enumerate(["HAND", "WRIST", "ELBOW"] * 40)
+    ]
+    gold = read_gold(
+        write(tmp_path, "gold.csv", [[s, str(i % 2)] for i, s in enumerate(studies)], quoted=False)
+    )
+    spelled = {
+        "as the gold": studies,
+        "no suffix": [s.rsplit("_", 1)[0] for s in studies],
+        "mixed": [s if i % 2 else "./" + s.rsplit("_", 1)[0] for i, s in enumerate(studies)],
+    }[spelling]
+    rows = [[path, f"0.{i:03d}"] for i, path in enumerate(spelled)]
+    rows = {
+        "gold": rows,
+        "reversed": rows[::-1],
+        "shuffled": [rows[i] for i in np.random.default_rng(0).permutation(len(rows))],
+    }[order]
+    submitted = read_predictions(write(tmp_path, "p.csv", rows, quoted=False), PROBABILITIES)
+    by_key = {study_key(path): float(value) for path, value in rows}
+    expected = [by_key[study_key(study)] for study in gold.studies]
+    assert (
+        align(submitted, gold.studies, PROBABILITIES).tolist()
+        == expected
+        == [i / 1000 for i in range(len(studies))]
+    )
 
 
 def test_rows_that_spell_the_gold_studies_match_without_keys(tmp_path, monkeypatch):
