@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import SupportsIndex, overload
 
 # The seven study types, in the order the official score keys use.
 STUDY_TYPES: tuple[str, ...] = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST")
@@ -80,11 +81,20 @@ def _joined(paths: Sequence[str]) -> str | None:
 
 class Canonical(list[str]):
     """Paths that normalize_study leaves as they are: what normalize_studies returns when it had
-    nothing to change (MURA's paths), which study_keys need not normalize again."""
+    nothing to change (MURA's paths), which study_keys need not normalize again. A slice of them
+    is Canonical too."""
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Canonical: ...
+    def __getitem__(self, index: SupportsIndex | slice) -> str | Canonical:
+        got = super().__getitem__(index)
+        return Canonical(got) if isinstance(index, slice) else got
 
 
 def normalize_studies(texts: Sequence[str]) -> list[str]:
-    """normalize_study of each text."""
+    """normalize_study of each text (Canonical when none needed a change)."""
     if isinstance(texts, Canonical):
         return texts
     stripped = list(map(str.strip, texts))

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from scorer.errors import ParticipantError, examples, hide_labels
 from scorer.formats import PREDICTIONS, SubmissionFile, Submitted
-from scorer.paths import study_keys
+from scorer.paths import Canonical, normalize_studies, study_keys
 
 Spelling = Callable[[Sequence[str]], list[str]]  # a column form of a path rule, or `list`
 CHUNK = 1 << 16  # paths spelled at a time
@@ -29,8 +29,8 @@ def align(predictions: Submitted, studies: Sequence[str], kind: SubmissionFile =
     # Usually every row names a study as `studies` spell it, once: then no key is needed (the
     # same path has the same key). Else rows and studies are matched on their keys.
     row = _one_to_one(predictions.studies, studies, list)
-    if row is None:
-        row = _one_to_one(predictions.studies, studies, study_keys)
+    if row is None:  # study_keys normalizes the paths: once here, not again for every chunk
+        row = _one_to_one(normalize_studies(predictions.studies), normalize_studies(studies), study_keys)
     if row is None:
         row = _match_or_refuse(predictions, study_keys(predictions.studies), study_keys(studies), kind)
     dtype = np.int8 if kind is PREDICTIONS else np.float64
@@ -58,7 +58,10 @@ def _one_to_one(names: Sequence[str], targets: Sequence[str], spell: Spelling) -
     row[targets_order] = names_order
     gathered = np.empty(len(names), dtype=object)  # numpy gathers a million strings fastest
     gathered[:] = names
-    return row if _same(gathered[row].tolist(), targets, spell) else None
+    reordered = gathered[row].tolist()
+    if isinstance(names, Canonical):
+        reordered = Canonical(reordered)  # in any order, canonical paths stay canonical
+    return row if _same(reordered, targets, spell) else None
 
 
 def _hashes(strings: Sequence[str], spell: Spelling) -> NDArray[np.int64]:

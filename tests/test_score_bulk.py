@@ -176,6 +176,9 @@ def test_a_plain_file_is_split_by_the_plain_splitter(rows, how):
         return
     assert plain is not None, text
     assert plain.rows == expected
+    with pytest.MonkeyPatch.context() as patch:  # a file split a few characters at a time
+        patch.setattr(formats, "CHUNK", 3)
+        assert formats._split_plain(text).rows == expected
 
 
 def test_what_the_plain_splitter_leaves_to_the_csv_module():
@@ -282,8 +285,12 @@ def test_predictions_and_their_alignment_are_the_same_on_either_path(tmp_path):
 
 @pytest.mark.parametrize("order", ["gold", "reversed", "shuffled"])
 @pytest.mark.parametrize("spelling", ["as the gold", "no suffix", "mixed"])
-def test_align_gives_each_gold_study_its_rows_value_in_any_order_and_spelling(tmp_path, order, spelling):
-    """Against the rule row by row: each row's key (study_key) names one gold study."""
+def test_align_gives_each_gold_study_its_rows_value_in_any_order_and_spelling(
+    tmp_path, monkeypatch, order, spelling
+):
+    """Against the rule row by row: each row's key (study_key) names one gold study. Paths are
+    spelled and compared 7 at a time, so that chunks end everywhere."""
+    monkeypatch.setattr("scorer.validate.CHUNK", 7)
     studies = [
         f"MURA-v1.1/valid/XR_{kind}/patient{i:05d}/study1_{'positive' if i % 3 else 'negative'}/"
         for i, kind in enumerate(["HAND", "WRIST", "ELBOW"] * 40)
