@@ -9,41 +9,97 @@ row matches never depends on a gold label. Messages show paths with those suffix
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from itertools import chain
 
 import numpy as np
+from numpy.typing import NDArray
 
 from scorer.errors import ParticipantError, examples, hide_labels
-from scorer.formats import PREDICTIONS, Prediction, SubmissionFile
-from scorer.paths import study_key
+from scorer.formats import PREDICTIONS, SubmissionFile, Submitted
+from scorer.paths import Canonical, normalize_studies, study_keys
+
+Spelling = Callable[[Sequence[str]], list[str]]  # a column form of a path rule, or `list`
+CHUNK = 1 << 16  # paths spelled at a time
 
 
-def align(
-    predictions: Sequence[Prediction], studies: Sequence[str], kind: SubmissionFile = PREDICTIONS
-) -> np.ndarray:
+def align(predictions: Submitted, studies: Sequence[str], kind: SubmissionFile = PREDICTIONS) -> np.ndarray:
     """The submitted value for each study in `studies` (whose keys must be unique, as a gold
     file's are), in that order: int8 0/1 for predictions, float64 for probabilities."""
+    # Usually every row names a study as `studies` spell it, once: then no key is needed (the
+    # same path has the same key). Else rows and studies are matched on their keys.
+    row = _one_to_one(predictions.studies, studies, list)
+    if row is None:  # study_keys normalizes the paths: once here, not again for every chunk
+        row = _one_to_one(normalize_studies(predictions.studies), normalize_studies(studies), study_keys)
+    if row is None:
+        row = _match_or_refuse(predictions, study_keys(predictions.studies), study_keys(studies), kind)
+    dtype = np.int8 if kind is PREDICTIONS else np.float64
+    return predictions.values[row].astype(dtype)
+
+
+def _one_to_one(names: Sequence[str], targets: Sequence[str], spell: Spelling) -> NDArray[np.intp] | None:
+    """For each target, the index of the one name spelled as it is (by `spell`), when the names
+    are the targets in some order; else None. Names in the targets' order are the usual case
+    (predict.py writes MURA's studies in its index files' order); else they are matched on the
+    spellings' hashes with numpy and the matched spellings compared: a million paths in a
+    fraction of a second, spelled a chunk at a time (never a million spellings held at once)."""
+    if len(names) != len(targets):
+        return None
+    if _same(names, targets, spell):
+        return np.arange(len(targets))
+    names_hashed, targets_hashed = _hashes(names, spell), _hashes(targets, spell)
+    names_order, targets_order = np.argsort(names_hashed), np.argsort(targets_hashed)
+    names_hashed = names_hashed[names_order]
+    if (names_hashed[1:] == names_hashed[:-1]).any():
+        return None  # two names alike (or two hashes): the row-by-row match decides
+    if not np.array_equal(names_hashed, targets_hashed[targets_order]):
+        return None
+    row = np.empty(len(targets), dtype=np.intp)
+    row[targets_order] = names_order
+    gathered = np.empty(len(names), dtype=object)  # numpy gathers a million strings fastest
+    gathered[:] = names
+    reordered = gathered[row].tolist()
+    if isinstance(names, Canonical):
+        reordered = Canonical(reordered)  # in any order, canonical paths stay canonical
+    return row if _same(reordered, targets, spell) else None
+
+
+def _hashes(strings: Sequence[str], spell: Spelling) -> NDArray[np.int64]:
+    spelled = (map(hash, spell(strings[i : i + CHUNK])) for i in range(0, len(strings), CHUNK))
+    return np.fromiter(chain.from_iterable(spelled), dtype=np.int64, count=len(strings))
+
+
+def _same(names: Sequence[str], targets: Sequence[str], spell: Spelling) -> bool:
+    """spell(names[t]) == spell(targets[t]) for every t, a chunk at a time (up to one that differs)."""
+    return all(
+        spell(names[i : i + CHUNK]) == spell(targets[i : i + CHUNK]) for i in range(0, len(names), CHUNK)
+    )
+
+
+def _match_or_refuse(
+    predictions: Submitted, keys: list[str], wanted: list[str], kind: SubmissionFile
+) -> NDArray[np.intp]:
+    """The row of each wanted key, or the ParticipantError that says what does not match."""
     what = kind.what
-    first: dict[str, Prediction] = {}
+    lines = predictions.lines.tolist()
+    first: dict[str, int] = {}  # key -> its first row
     repeated: dict[str, list[int]] = {}
-    for prediction in predictions:
-        key = study_key(prediction.study)
+    for i, key in enumerate(keys):
         if key in first:
-            repeated.setdefault(key, [first[key].line]).append(prediction.line)
+            repeated.setdefault(key, [lines[first[key]]]).append(lines[i])
         else:
-            first[key] = prediction
+            first[key] = i
     if repeated:
-        shown = (f"{hide_labels(key)} (lines {examples(lines, 3)})" for key, lines in repeated.items())
+        shown = (f"{hide_labels(key)} (lines {examples(at, 3)})" for key, at in repeated.items())
         raise ParticipantError(
             f"{what}: expected exactly one row per study; found {len(repeated):,} studies with more "
             f"than one row: {examples(shown, 3)}; keep one row for each study (a study folder's "
             "label suffix, if you write one, does not make it another study)"
         )
 
-    keys = [study_key(study) for study in studies]
-    wanted = set(keys)
-    extra = [p for key, p in first.items() if key not in wanted]
-    missing = [key for key in keys if key not in first]
+    known = set(wanted)
+    extra = [i for key, i in first.items() if key not in known]
+    missing = [key for key in wanted if key not in first]
     matched = len(first) - len(extra)
     hint = (
         "; none of your study paths matches a test study: write each study's folder exactly as "
@@ -52,16 +108,15 @@ def align(
         else ""
     )
     if extra:
-        shown = (f"{hide_labels(p.written)} (line {p.line})" for p in extra)
+        shown = (f"{hide_labels(predictions.written[i])} (line {lines[i]})" for i in extra)
         raise ParticipantError(
-            f"{what}: expected rows only for the {len(studies):,} studies in the input; found "
+            f"{what}: expected rows only for the {len(wanted):,} studies in the input; found "
             f"{len(extra):,} rows for other studies: {examples(shown, 3)}; remove them{hint}"
         )
     if missing:
         raise ParticipantError(
-            f"{what}: expected one row for each of the {len(studies):,} studies in the input, "
+            f"{what}: expected one row for each of the {len(wanted):,} studies in the input, "
             f"found {matched:,}; missing {len(missing):,}: {examples(map(hide_labels, missing), 3)}; "
             f"add a row {kind.form} for each (predict every study, even when unsure){hint}"
         )
-    dtype = np.int8 if kind is PREDICTIONS else np.float64
-    return np.array([first[key].value for key in keys], dtype=dtype)
+    return np.array([first[key] for key in wanted], dtype=np.intp)
