@@ -91,7 +91,7 @@ def sandbox() -> str:
     """docker when an engine answers and has the evaluation image, else bubblewrap (installed with
     apt where it is missing and that is possible)."""
     from scorer.errors import HostError
-    from scorer.harness.sandbox import choose_runner
+    from scorer.harness.runners import choose_runner
 
     try:
         return choose_runner(

@@ -22,7 +22,8 @@ from scorer.errors import HostError
 from scorer.files import file_sha256
 from scorer.harness import bwrap_runner, cli, docker_runner, seccomp
 from scorer.harness.evaluate import Submission, evaluate, folder_sha256
-from scorer.harness.sandbox import GiB, Limits, MemoryCap, MiB, choose_runner
+from scorer.harness.runners import choose_runner
+from scorer.harness.sandbox import GiB, Limits, MemoryCap, MiB
 from scorer.leaderboard.store import open_store
 from scorer.pipeline import score_files
 from scorer.settings import Settings

@@ -1,8 +1,9 @@
 """The organisers' evaluation harness: run a stranger's submission on the hidden test set.
 
 anonymise  the test input with label-free paths, and the private map back
-sandbox    the limits, what a run ends in, the capped log, the runner interface, which runner to
-           use here (choose_runner: `mura evaluate` and the demo), the kill-until-gone loop
+sandbox    the limits, what a run ends in, the capped log, the runner interface, the
+           kill-until-gone loop
+runners    which runner to use here (choose_runner: `mura evaluate` and the demo)
 docker_runner / bwrap_runner   the two sandboxes (a Docker engine, or bubblewrap without one)
 cgroups / seccomp   bubblewrap's limits (a delegated cgroup v2 group, or cgroup v1 groups) and
                     system-call filter

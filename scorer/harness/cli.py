@@ -14,7 +14,8 @@ import click
 from scorer.cli import fail, settings_option
 from scorer.errors import HostError, ScoringError
 from scorer.harness.docker_runner import EVALUATION_IMAGE
-from scorer.harness.sandbox import RUNNERS, GiB, Limits, MiB, choose_runner
+from scorer.harness.runners import RUNNERS, choose_runner
+from scorer.harness.sandbox import GiB, Limits, MiB
 
 if TYPE_CHECKING:
     from scorer.harness.evaluate import Verdict

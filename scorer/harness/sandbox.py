@@ -1,5 +1,5 @@
-"""What every sandbox runner shares: the limits, the outcome of a run, its capped log, and which
-runner to use here (`choose_runner`).
+"""What every sandbox runner shares: the limits, the outcome of a run, its capped log, the
+runner interface and the kill-until-gone loop (which runner to use here: runners.py).
 
 A runner starts the submission's `predict.py` as a separate process tree inside a sandbox,
 drains its stdout and stderr into a LogCapture (which keeps the head and the tail within a
@@ -152,37 +152,6 @@ class Runner(Protocol):
         LogCapture once it starts (the live progress line). Returns when nothing of the run is
         left; an exception (a signal) ends the run before it propagates."""
         ...
-
-
-RUNNERS = ("auto", "docker", "bwrap")  # what `mura evaluate --runner` takes: choose_runner's names
-
-
-def choose_runner(
-    name: str, image: str, *, needs_image: bool = False, say: Callable[[str], None] | None = None
-) -> Runner:
-    """The sandbox `name` names ("docker" with `image`, "bwrap"), or for "auto": docker when an
-    engine answers (with `needs_image`: and has `image`, else bubblewrap, which `say` is told),
-    else bubblewrap where it works, else a HostError that says what to install."""
-    from scorer.harness import bwrap_runner, docker_runner
-
-    if name == "docker":
-        return docker_runner.DockerRunner(image)
-    if name == "bwrap":
-        return bwrap_runner.BwrapRunner()
-    no_docker = docker_runner.unavailable_reason()
-    if no_docker is None and needs_image and not docker_runner.has_image(image):
-        no_docker = f"the Docker engine has no {image} (`make image`)"
-        if say is not None:
-            say(f"a Docker engine answers but has no {image} (`make image`): using bubblewrap")
-    if no_docker is None:
-        return docker_runner.DockerRunner(image)
-    no_bwrap = bwrap_runner.unavailable_reason()
-    if no_bwrap is None:
-        return bwrap_runner.BwrapRunner()
-    raise HostError(
-        f"no sandbox to run the submission in: {no_docker}, and {no_bwrap}; start a Docker engine "
-        f"(and `make image`), or {bwrap_runner.install_hint()}"
-    )
 
 
 class LogCapture:
