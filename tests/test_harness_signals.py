@@ -125,5 +125,14 @@ def test_a_container_stops_at_its_own_deadline_when_the_harness_is_killed(tmp_pa
         assert not state["Running"], "the container outlived its deadline"
         assert state["ExitCode"] == 128 + signal.SIGKILL  # `timeout -s KILL` ended it
         assert host_processes_with(token) == []
+        # Nor does the harness's `docker events` client outlive that deadline (its --until).
+        name = subprocess.run(
+            ["docker", "inspect", "--format", "{{.Name}}", container], capture_output=True, text=True
+        ).stdout.strip("/\n")
+        assert name.startswith("mura-eval-"), name
+        ended = time.monotonic() + 30
+        while host_processes_with(f"container={name} ") and time.monotonic() < ended:
+            time.sleep(0.5)
+        assert host_processes_with(f"container={name} ") == []
     finally:
         subprocess.run(["docker", "rm", "--force", container], capture_output=True)

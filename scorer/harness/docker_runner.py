@@ -189,7 +189,7 @@ class DockerRunner:
             refused = _pids_refused(name)  # the container's cgroup goes with it
             _remove(name)
 
-        oom = OomEvents(name)
+        oom = OomEvents(name, limits.timeout + CONTAINER_GRACE)
         proc = None
         try:
             start = time.monotonic()
@@ -236,16 +236,21 @@ class DockerRunner:
 
 class OomEvents:
     """The engine's `oom` events for one container (by name, before it exists: `--since` now
-    replays any that came before the stream was open): `seen` is set at the first."""
+    replays any that came before the stream was open): `seen` is set at the first. The stream
+    ends by itself `lasting` seconds on (`--until`), as the container does: a harness killed
+    outright leaves no `docker events` client behind for ever."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, lasting: float) -> None:
         self.seen = threading.Event()
+        now = time.time()
         self._proc = subprocess.Popen(
             [
                 "docker",
                 "events",
                 "--since",
-                f"{time.time():.3f}",
+                f"{now:.3f}",
+                "--until",
+                f"{now + lasting:.3f}",
                 "--filter",
                 "type=container",
                 "--filter",
