@@ -5,7 +5,8 @@ w_T1 / w_T0 (data.loss_weights). Adam (0.9, 0.999), lr 1e-4, batch 8; after each
 validation loss decides: the learning rate is divided by 10 when it has not improved
 (`--plateau-patience` epochs, 0 by default: "each time the validation loss plateaus after an
 epoch"), and the checkpoint with the lowest validation loss is kept (best.pt). Validation also
-reports the study-level kappa: the mean of a study's view probabilities, abnormal iff > 0.5.
+reports the study-level kappa, by predict's rule (reference_model.aggregation): the mean of a
+study's view probabilities, abnormal iff > 0.5.
 
 A run folder holds: config.json, log.jsonl (one line per epoch), last.pt (everything needed to
 resume, written every epoch) and best.pt. Each epoch's shuffling and augmentation are seeded by
@@ -28,7 +29,8 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,70 +39,17 @@ import torch.nn.functional as F
 from torch import distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from reference_model.data import DataError, ImageError, MuraImages, loss_weights, read_split
-from reference_model.model import (
-    ModelError,
-    autocast,
-    build_model,
-    check_architecture,
-    load_torch_file,
-    select_device,
-)
+from reference_model.aggregation import study_label, study_probability
+from reference_model.config import TrainConfig, TrainError
+from reference_model.data import DataError, ImageRecord, MuraImages, loss_weights, read_split
+from reference_model.model import ModelError, autocast, build_model, load_torch_file, select_device
 from reference_model.outputs import OutputError, check_output_folder
+from reference_model.preprocess import ImageError
 from scorer.metrics import cohen_kappa, confusion_counts
 
 CHECKPOINT_FORMAT = "mura-checkpoint"
-
-
-class TrainError(Exception):
-    """A user error; the message says what was expected and what to do."""
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    out: str
-    arch: str = "densenet169"
-    image_size: int = 224
-    epochs: int = 10
-    batch_size: int = 8
-    lr: float = 1e-4
-    plateau_patience: int = 0
-    seed: int = 0
-    workers: int | None = None
-    max_steps: int | None = None  # per epoch: short runs for tests and smoke checks
-    device: str | None = None
-    pretrained: str | None = None  # a file; None: torchvision's cache if present
-    train_split: str = "train"
-    valid_split: str = "valid"
-
-    def check(self, world: int = 1) -> None:
-        """Every option, before anything is read; `world` is the number of processes."""
-        check_architecture(self.arch)
-        for name in ("image_size", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise TrainError(
-                    f"--{name.replace('_', '-')} must be at least 1, found {getattr(self, name)}"
-                )
-        if self.image_size < 32:
-            raise TrainError(
-                f"--image-size must be at least 32 (DenseNet downsamples 32x), found {self.image_size}"
-            )
-        if not self.lr > 0:
-            raise TrainError(f"--lr must be positive, found {self.lr}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise TrainError(f"--max-steps must be at least 1, found {self.max_steps}")
-        if self.workers is not None and self.workers < 0:
-            raise TrainError(
-                f"--workers must be 0 (load in the training process) or more, found {self.workers}"
-            )
-        if self.batch_size % world:
-            raise TrainError(
-                f"--batch-size {self.batch_size} is the global batch, split over the {world} processes; "
-                f"it must be a multiple of {world} (e.g. {world * max(1, self.batch_size // world)})"
-            )
-        if self.device is not None:
-            select_device(self.device)  # a typo or a missing GPU: ModelError now, not a traceback later
+# What ends a run with a one-line message (`mura train`: exit 3) rather than a traceback.
+USER_ERRORS = (TrainError, DataError, ModelError, ImageError)
 
 
 # --- distributed plumbing --------------------------------------------------------------------
@@ -194,16 +143,20 @@ def validate(model, loader, records, process: Process) -> tuple[float, float | N
         total += float(F.binary_cross_entropy_with_logits(logits, labels, weight=weights, reduction="sum"))
         count += labels.numel()
         probabilities.append(torch.sigmoid(logits).cpu().numpy())
-    views = np.concatenate(probabilities)
+    return total / max(count, 1), study_kappa(records, np.concatenate(probabilities))
+
+
+def study_kappa(records: Sequence[ImageRecord], views: np.ndarray) -> float | None:
+    """Cohen's kappa of the studies' answers (reference_model.aggregation: predict's rule) from
+    the views' probabilities against the studies' labels; None where it is undefined."""
     by_study: dict[str, list[float]] = {}
-    labels_by_study: dict[str, int] = {}
+    labels: dict[str, int] = {}
     for record, p in zip(records, views):
         by_study.setdefault(record.study, []).append(float(p))
-        labels_by_study[record.study] = record.label
-    studies = list(by_study)
-    predicted = [int(np.mean(by_study[s]) > 0.5) for s in studies]
-    kappa = float(cohen_kappa(*confusion_counts([labels_by_study[s] for s in studies], predicted)))
-    return total / max(count, 1), None if math.isnan(kappa) else kappa
+        labels[record.study] = record.label
+    predicted = [study_label(study_probability(views)) for views in by_study.values()]
+    kappa = float(cohen_kappa(*confusion_counts([labels[s] for s in by_study], predicted)))
+    return None if math.isnan(kappa) else kappa
 
 
 # --- checkpoints -----------------------------------------------------------------------------
@@ -244,6 +197,86 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
             dist.destroy_process_group()
 
 
+@dataclass
+class State:
+    """What changes as a run trains, and what last.pt keeps of it to resume."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scaler: torch.amp.GradScaler
+    start_epoch: int = 1
+    best: float = math.inf  # the lowest validation loss so far
+
+
+@dataclass
+class Data:
+    records: list[ImageRecord]  # the training split's images
+    valid_records: list[ImageRecord]
+    weights: dict[str, tuple[float, float]]  # the paper's loss weights per study type
+
+
+def _train(config: TrainConfig, out: Path, process: Process, resume: bool) -> dict:
+    data, state = _prepare(config, out, process, resume)
+    start_parameters = weights_checksum(state.model, parameters_only=True)
+    net = _distributed(state.model, process)
+    workers = _workers(config, process)
+    train_set = MuraImages(config.data, data.records, config.image_size, True, data.weights)
+    valid_set = MuraImages(config.data, data.valid_records, config.image_size, False, data.weights)
+    valid_loader = DataLoader(
+        valid_set,
+        batch_size=config.batch_size * 2,
+        num_workers=workers,
+        pin_memory=process.device.type == "cuda",
+    )
+    if process.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    record: dict = {}
+    for epoch in range(state.start_epoch, config.epochs + 1):
+        started = time.perf_counter()
+        loader = _epoch_loader(config, train_set, workers, process, epoch)
+        train_loss, images = _train_one_epoch(config, state, net, loader, process, epoch)
+        val_loss, val_kappa = _validate_on_rank_0(state.model, valid_loader, data.valid_records, process)
+        lr = state.optimizer.param_groups[0]["lr"]
+        state.scheduler.step(val_loss)
+        improved = val_loss < state.best
+        state.best = min(state.best, val_loss)
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_images": images,
+            "val_loss": val_loss,
+            "val_kappa": val_kappa,
+            "lr": lr,
+            "best": improved,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        if process.main:
+            _save_epoch(out, config, state, record)
+    if process.world > 1:
+        _check_ranks_agree(out, state.model, process, start_parameters)
+    return record
+
+
+def _prepare(config: TrainConfig, out: Path, process: Process, resume: bool) -> tuple[Data, State]:
+    """The data, the model and its optimiser (from last.pt with `resume`): every check before
+    the first collective; _agree then stops all ranks or none."""
+    failure: Exception | None = None
+    try:
+        if process.main:
+            _check_run_folder(out, resume)
+        records = read_split(config.data, config.train_split)
+        data = Data(records, read_split(config.data, config.valid_split), loss_weights(records))
+        state = _new_state(config, process)
+        if resume:
+            _resume(state, config, out)
+    except USER_ERRORS as exc:
+        failure = exc
+    _agree(process, failure)
+    return data, state
+
+
 def _check_run_folder(out: Path, resume: bool) -> None:
     try:
         check_output_folder(out, "--out")
@@ -266,250 +299,167 @@ def _agree(process: Process, failure: Exception | None) -> None:
         raise failure
 
 
-def _train(config: TrainConfig, out: Path, process: Process, resume: bool) -> dict:
-    failure: Exception | None = None
-    try:  # every check before the first collective; _agree then stops all ranks or none
-        if process.main:
-            _check_run_folder(out, resume)
-        train_records = read_split(config.data, config.train_split)
-        valid_records = read_split(config.data, config.valid_split)
-        weights = loss_weights(train_records)
-
-        torch.manual_seed(config.seed)  # the same initial weights on every rank and every rerun
-        model = build_model(config.arch, config.pretrained or True).to(process.device)
-        if process.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=0.1, patience=config.plateau_patience
-        )
-        fp16 = process.device.type == "cuda" and not torch.cuda.is_bf16_supported()
-        scaler = torch.amp.GradScaler("cuda", enabled=fp16)
-        start_epoch, best = 1, math.inf
-        if resume:
-            state = load_checkpoint(out / "last.pt")
-            saved = state["config"]
-            for key in ("arch", "image_size"):
-                if saved[key] != getattr(config, key):
-                    raise TrainError(
-                        f"--resume: the run in {out} used {key}={saved[key]}, not {getattr(config, key)}"
-                    )
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            start_epoch, best = state["epoch"] + 1, state["best_val_loss"]
-            if start_epoch > config.epochs:
-                raise TrainError(
-                    f"--resume: the run in {out} has done all {state['epoch']} epochs; raise --epochs"
-                )
-    except (TrainError, DataError, ModelError, ImageError) as exc:
-        failure = exc
-    _agree(process, failure)
-    start_parameters = weights_checksum(model, parameters_only=True)
-    per_process = config.batch_size // process.world  # the global batch, split (check() made it exact)
-
-    net = model
-    if process.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[process.device.index] if process.device.type == "cuda" else None
-        )
-
-    workers = (
-        config.workers
-        if config.workers is not None
-        else (min(8, os.cpu_count() or 1) if process.device.type == "cuda" else 0)
+def _new_state(config: TrainConfig, process: Process) -> State:
+    """The network (ImageNet weights where there are some), Adam (0.9, 0.999), the plateau
+    schedule and, for fp16 on GPUs without bf16, a gradient scaler."""
+    torch.manual_seed(config.seed)  # the same initial weights on every rank and every rerun
+    model = build_model(config.arch, config.pretrained or True).to(process.device)
+    if process.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=0.1, patience=config.plateau_patience
     )
-    train_set = MuraImages(config.data, train_records, config.image_size, True, weights)
-    valid_set = MuraImages(config.data, valid_records, config.image_size, False, weights)
-    valid_loader = DataLoader(
-        valid_set,
-        batch_size=config.batch_size * 2,
+    fp16 = process.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    return State(model, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=fp16))
+
+
+def _resume(state: State, config: TrainConfig, out: Path) -> None:
+    """Load last.pt of `out` into `state`: a run of the same architecture and input size, with
+    epochs left to do."""
+    saved = load_checkpoint(out / "last.pt")
+    for key in ("arch", "image_size"):
+        if saved["config"][key] != getattr(config, key):
+            raise TrainError(
+                f"--resume: the run in {out} used {key}={saved['config'][key]}, not {getattr(config, key)}"
+            )
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.scaler.load_state_dict(saved["scaler"])
+    state.start_epoch, state.best = saved["epoch"] + 1, saved["best_val_loss"]
+    if state.start_epoch > config.epochs:
+        raise TrainError(f"--resume: the run in {out} has done all {saved['epoch']} epochs; raise --epochs")
+
+
+def _distributed(model: torch.nn.Module, process: Process) -> torch.nn.Module:
+    """The module the optimiser steps through: DistributedDataParallel on torchrun."""
+    if process.world == 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[process.device.index] if process.device.type == "cuda" else None
+    )
+
+
+def _workers(config: TrainConfig, process: Process) -> int:
+    """Loader processes: --workers, else 8 at most on a GPU and none on a CPU (there they would
+    take cores from the arithmetic)."""
+    if config.workers is not None:
+        return config.workers
+    return min(8, os.cpu_count() or 1) if process.device.type == "cuda" else 0
+
+
+def _epoch_loader(
+    config: TrainConfig, train_set: MuraImages, workers: int, process: Process, epoch: int
+) -> DataLoader:
+    """This process's share of the epoch, in an order (and with augmentations) that depend only
+    on (seed, epoch): a resumed run repeats what an uninterrupted one does."""
+    per_process = config.batch_size // process.world  # the global batch, split (check() made it exact)
+    torch.manual_seed(config.seed * 100_003 + epoch)
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    sampler = None
+    if process.world > 1:
+        sampler = DistributedSampler(
+            train_set, num_replicas=process.world, rank=process.rank, shuffle=True, seed=config.seed
+        )
+        sampler.set_epoch(epoch)
+    return DataLoader(
+        train_set,
+        batch_size=per_process,
+        shuffle=sampler is None,
+        sampler=sampler,
         num_workers=workers,
+        generator=generator,
+        drop_last=len(train_set) // process.world > per_process,  # no batch of one for batch norm
         pin_memory=process.device.type == "cuda",
     )
 
-    if process.main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-    record: dict = {}
-    for epoch in range(start_epoch, config.epochs + 1):
-        started = time.perf_counter()
-        # Each epoch's shuffle and augmentation depend only on (seed, epoch): resuming repeats them.
-        torch.manual_seed(config.seed * 100_003 + epoch)
-        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        sampler = None
-        if process.world > 1:
-            sampler = DistributedSampler(
-                train_set, num_replicas=process.world, rank=process.rank, shuffle=True, seed=config.seed
-            )
-            sampler.set_epoch(epoch)
-        loader = DataLoader(
-            train_set,
-            batch_size=per_process,
-            shuffle=sampler is None,
-            sampler=sampler,
-            num_workers=workers,
-            generator=generator,
-            drop_last=len(train_set) // process.world > per_process,  # no batch of one for batch norm
-            pin_memory=process.device.type == "cuda",
-        )
-        loss_sum, images = train_epoch(
-            net, loader, optimizer, scaler, process, config.max_steps, f"epoch {epoch}/{config.epochs}"
-        )
-        if process.world > 1:  # the epoch's loss and image count over all ranks
-            totals = torch.tensor([loss_sum, images], dtype=torch.float64)
-            dist.all_reduce(totals)
-            loss_sum, images = float(totals[0]), int(totals[1])
-        train_loss = loss_sum / max(images, 1)
-        if process.world > 1:
-            # Batch-norm statistics are updated from each rank's own batches: take rank 0's, so
-            # every rank holds the model that rank 0 validates and saves.
-            for buffer in model.buffers():
-                dist.broadcast(buffer.data, src=0)
-        if process.main:
-            val_loss, val_kappa = validate(model, valid_loader, valid_records, process)
-        else:
-            val_loss, val_kappa = 0.0, None
-        if process.world > 1:  # every rank steps its scheduler on rank 0's validation loss
-            shared = torch.tensor([val_loss], dtype=torch.float64)
-            dist.broadcast(shared, src=0)
-            val_loss = float(shared)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step(val_loss)
-        improved = val_loss < best
-        best = min(best, val_loss)
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_images": images,
-            "val_loss": val_loss,
-            "val_kappa": val_kappa,
-            "lr": lr,
-            "best": improved,
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-        if process.main:
-            meta = {"format": CHECKPOINT_FORMAT, "version": 1, "config": asdict(config), "epoch": epoch}
-            if improved:
-                _save(
-                    {
-                        **meta,
-                        "kind": "best",
-                        "model": model.state_dict(),
-                        "val_loss": val_loss,
-                        "val_kappa": val_kappa,
-                    },
-                    out / "best.pt",
-                )
-            _save(
-                {
-                    **meta,
-                    "kind": "last",
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "best_val_loss": best,
-                },
-                out / "last.pt",
-            )
-            with (out / "log.jsonl").open("a") as log:
-                log.write(json.dumps(record) + "\n")
-            kappa = "n/a" if val_kappa is None else f"{val_kappa:.3f}"
-            print(
-                f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
-                f"val kappa {kappa}, lr {lr:g}{' (best)' if improved else ''}",
-                file=sys.stderr,
-                flush=True,
-            )
-    if process.world > 1:
-        sums = [None] * process.world
-        dist.all_gather_object(sums, weights_checksum(model))
-        agree = len(set(sums)) == 1
-        if process.main:
-            with (out / "log.jsonl").open("a") as log:
-                summary = {
-                    "ranks": process.world,
-                    "weights_sha256": sums,
-                    "ranks_agree": agree,
-                    "start_parameters_sha256": start_parameters,
-                    "parameters_sha256": weights_checksum(model, parameters_only=True),
-                }
-                log.write(json.dumps(summary) + "\n")
-        if not agree:
-            raise TrainError(f"the {process.world} ranks ended with different weights: {sums}")
-    return record
 
-
-# --- the command -----------------------------------------------------------------------------
-
-import click  # noqa: E402
-
-from reference_model.errors import UserError  # noqa: E402
-
-
-def _options(function):
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    decorators = [
-        click.argument("data", type=click.Path(path_type=Path)),
-        click.option("--out", required=True, type=click.Path(path_type=Path), help="The run folder."),
-        click.option(
-            "--arch",
-            type=click.Choice(["densenet121", "densenet169", "densenet201"]),
-            default=defaults["arch"],
-            show_default=True,
-        ),
-        click.option("--image-size", type=int, default=defaults["image_size"], show_default=True),
-        click.option("--epochs", type=int, default=defaults["epochs"], show_default=True),
-        click.option(
-            "--batch-size",
-            type=int,
-            default=defaults["batch_size"],
-            show_default=True,
-            help="The global batch (the paper's 8); on torchrun each of N processes takes batch/N.",
-        ),
-        click.option("--lr", type=float, default=defaults["lr"], show_default=True),
-        click.option(
-            "--plateau-patience",
-            type=int,
-            default=0,
-            show_default=True,
-            help="Epochs without a better validation loss before the lr is divided by 10.",
-        ),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--workers", type=int, default=None, help="Loader processes (default: 0 on CPU)."),
-        click.option("--max-steps", type=int, default=None, help="At most this many batches per epoch."),
-        click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)."),
-        click.option(
-            "--pretrained",
-            type=click.Path(path_type=Path),
-            default=None,
-            help="ImageNet weights file (default: torchvision's cache, if present).",
-        ),
-        click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt."),
-    ]
-    for decorator in reversed(decorators):
-        function = decorator(function)
-    return function
-
-
-@click.command("train")
-@_options
-def command(data: Path, out: Path, resume: bool, **options) -> None:
-    """Train the reference model on the MURA tree under DATA (the folder holding MURA-v1.1/)."""
-    config = TrainConfig(
-        data=str(data),
-        out=str(out),
-        **{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()},
+def _train_one_epoch(
+    config: TrainConfig, state: State, net: torch.nn.Module, loader: DataLoader, process: Process, epoch: int
+) -> tuple[float, int]:
+    """(training loss per image, images) of the epoch over all ranks; afterwards every rank
+    holds rank 0's batch-norm statistics."""
+    desc = f"epoch {epoch}/{config.epochs}"
+    loss_sum, images = train_epoch(
+        net, loader, state.optimizer, state.scaler, process, config.max_steps, desc
     )
-    try:
-        record = train(config, resume=resume)
-    except (TrainError, DataError, ModelError, ImageError) as exc:
-        raise UserError(str(exc)) from None
-    if record:
-        click.echo(f"done: {out} (best checkpoint {out / 'best.pt'}; per-epoch log {out / 'log.jsonl'})")
+    if process.world > 1:
+        totals = torch.tensor([loss_sum, images], dtype=torch.float64)
+        dist.all_reduce(totals)
+        loss_sum, images = float(totals[0]), int(totals[1])
+        # Batch-norm statistics are updated from each rank's own batches: take rank 0's, so
+        # every rank holds the model that rank 0 validates and saves.
+        for buffer in state.model.buffers():
+            dist.broadcast(buffer.data, src=0)
+    return loss_sum / max(images, 1), images
+
+
+def _validate_on_rank_0(
+    model: torch.nn.Module, loader: DataLoader, records: list[ImageRecord], process: Process
+) -> tuple[float, float | None]:
+    """Rank 0 validates; every rank gets its loss, to step its scheduler on the same number."""
+    val_loss, val_kappa = validate(model, loader, records, process) if process.main else (0.0, None)
+    if process.world > 1:
+        shared = torch.tensor([val_loss], dtype=torch.float64)
+        dist.broadcast(shared, src=0)
+        val_loss = float(shared)
+    return val_loss, val_kappa
+
+
+def _save_epoch(out: Path, config: TrainConfig, state: State, record: dict) -> None:
+    """best.pt when the validation loss improved, last.pt, the log line and the line on stderr."""
+    meta = {"format": CHECKPOINT_FORMAT, "version": 1, "config": asdict(config), "epoch": record["epoch"]}
+    model = state.model.state_dict()
+    if record["best"]:
+        best = {
+            "kind": "best",
+            "model": model,
+            "val_loss": record["val_loss"],
+            "val_kappa": record["val_kappa"],
+        }
+        _save({**meta, **best}, out / "best.pt")
+    last = {
+        "kind": "last",
+        "model": model,
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(),
+        "best_val_loss": state.best,
+    }
+    _save({**meta, **last}, out / "last.pt")
+    with (out / "log.jsonl").open("a") as log:
+        log.write(json.dumps(record) + "\n")
+    kappa = "n/a" if record["val_kappa"] is None else f"{record['val_kappa']:.3f}"
+    print(
+        f"epoch {record['epoch']}/{config.epochs}: train loss {record['train_loss']:.4f}, "
+        f"val loss {record['val_loss']:.4f}, val kappa {kappa}, lr {record['lr']:g}"
+        f"{' (best)' if record['best'] else ''}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _check_ranks_agree(out: Path, model: torch.nn.Module, process: Process, start_parameters: str) -> None:
+    """Every rank must end with the same weights; rank 0 logs the checksums."""
+    sums = [None] * process.world
+    dist.all_gather_object(sums, weights_checksum(model))
+    agree = len(set(sums)) == 1
+    if process.main:
+        with (out / "log.jsonl").open("a") as log:
+            summary = {
+                "ranks": process.world,
+                "weights_sha256": sums,
+                "ranks_agree": agree,
+                "start_parameters_sha256": start_parameters,
+                "parameters_sha256": weights_checksum(model, parameters_only=True),
+            }
+            log.write(json.dumps(summary) + "\n")
+    if not agree:
+        raise TrainError(f"the {process.world} ranks ended with different weights: {sums}")
 
 
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m reference_model.train ...
+    from reference_model.cli import train as command
+
     command()

@@ -18,8 +18,9 @@ from PIL import Image
 from mura.cli import cli
 from reference_model import bundle as bundles
 from reference_model.cam import cam_study, class_activation_maps
-from reference_model.data import ImageError, ImageRecord, load_image, loss_weights, read_split
+from reference_model.data import ImageRecord, loss_weights, read_split
 from reference_model.model import ModelError, build_model, select_device
+from reference_model.preprocess import ImageError, load_image
 from reference_model.synth import Options, generate
 from reference_model.train import TrainConfig, TrainError, load_checkpoint, train, weights_checksum
 from scorer.metrics import cohen_kappa, confusion_counts
@@ -367,8 +368,6 @@ def test_load_image_reads_every_mode_and_refuses_broken_files(tmp_path):
         assert np.asarray(image)[0, -1].max() > 200  # the bright end stays bright
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "cut.png").write_bytes((tmp_path / "noisy.png").read_bytes()[:20_000])
-    from reference_model.data import ImageError
-
     for name, needle in (("empty", "empty"), ("cut", "cannot be decoded"), ("missing", "does not exist")):
         with pytest.raises(ImageError, match=needle):
             load_image(tmp_path / f"{name}.png")
@@ -419,10 +418,10 @@ def tagged(orientation: int):
 
 
 def assert_every_reader_sees(path: Path, expected: np.ndarray, tmp_path: Path) -> None:
-    """The image at `path` reaches CAM (load_image), prediction (infer.decode) and training
+    """The image at `path` reaches CAM (load_image), prediction (preprocess.decode) and training
     (MuraImages) exactly as an untagged 8-bit PNG of `expected` (rows x columns, grey) does."""
-    from reference_model.data import IMAGENET_MEAN, IMAGENET_STD, MuraImages
-    from reference_model.infer import decode
+    from reference_model.data import MuraImages
+    from reference_model.preprocess import IMAGENET_MEAN, IMAGENET_STD, decode
 
     expected = np.ascontiguousarray(expected)
     assert np.array_equal(np.asarray(load_image(path)), np.repeat(expected[..., None], 3, axis=2))

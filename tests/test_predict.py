@@ -19,7 +19,9 @@ from bundle_helpers import edit_manifest
 from PIL import Image
 
 from reference_model.bundle import read_manifest, write_manifest
-from reference_model.infer import PredictError, predict, read_input
+from reference_model.errors import PredictError
+from reference_model.infer import predict
+from reference_model.inputs import read_input
 from scorer.files import file_sha256
 from scorer.formats import PROBABILITIES, read_predictions
 
@@ -547,7 +549,7 @@ def test_runs_from_another_directory_with_the_default_or_an_overridden_bundle(
 def test_bf16_stays_close_to_fp32(data, bundle, reference, tmp_path, monkeypatch):
     import torch
 
-    from reference_model.infer import cpu_has_bf16
+    from reference_model.engines import cpu_has_bf16
 
     if not cpu_has_bf16(torch):
         pytest.skip("this CPU has no bfloat16 support")
@@ -677,9 +679,8 @@ def nan_bundle(data, tmp_path_factory) -> tuple[Path, dict[str, float | None]]:
     import torch
 
     from reference_model.bundle import load_bundle, write_bundle
-    from reference_model.data import IMAGENET_MEAN, IMAGENET_STD
-    from reference_model.infer import decode
     from reference_model.model import EnsembleNet, build_model
+    from reference_model.preprocess import IMAGENET_MEAN, IMAGENET_STD, decode
 
     torch.manual_seed(1)
     good, bad = build_model("densenet121", pretrained=False), build_model("densenet121", pretrained=False)
