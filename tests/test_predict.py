@@ -150,6 +150,29 @@ def test_the_contract_format_order_and_probabilities(data, bundle, reference, tm
     assert "predicted 24 studies from" in proc.stderr and "images/s" in proc.stderr
 
 
+@pytest.mark.skipif(any(Path("/dev").glob("nvidia[0-9]*")), reason="a GPU: predict asks torch about CUDA")
+def test_predict_on_onnx_runtime_never_imports_torch(data, bundle, tmp_path):
+    """predict.py runs `mura predict`'s command (reference_model.cli), which imports its work
+    when it runs: the default CPU path, ONNX Runtime, is spared torch's import (seconds)."""
+    (tmp_path / "input.csv").write_text("\n".join(image_lines(data)) + "\n")
+    probe = (
+        "import runpy, sys\n"
+        "predict, sys.argv = sys.argv[1], ['predict.py', *sys.argv[2:]]\n"
+        "try:\n    runpy.run_path(predict, run_name='__main__')\n"
+        "except SystemExit as stop:\n    print('EXIT', stop.code, file=sys.stderr)\n"
+        "print('LOADED', sorted({'torch', 'torchvision'} & set(sys.modules)), file=sys.stderr)\n"
+    )
+    args = [tmp_path / "input.csv", tmp_path / "o.csv", "--bundle", bundle]
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(PREDICT), *map(str, args)],
+        cwd=data,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert "onnxruntime fp32" in proc.stderr and "LOADED []" in proc.stderr, proc.stderr
+
+
 def test_messy_input_gives_the_same_answer(data, bundle, reference, tmp_path):
     lines = image_lines(data)
     messy = ["image_path"] + [
