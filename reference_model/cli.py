@@ -23,7 +23,7 @@ from reference_model.config import TrainConfig
 from reference_model.engines import BACKENDS, PRECISIONS
 from reference_model.errors import PredictError, UserError
 from reference_model.outputs import OutputError, check_output_folder
-from reference_model.synth import FULL_SIZE, ROOT_NAME, SPLITS, Options, SynthError
+from reference_model.synth import FULL_SIZE, ROOT_NAME, SPLITS, Options, SynthError, generate
 
 DEFAULT_BUNDLE = "submission/bundle"
 
@@ -66,12 +66,8 @@ DEFAULT_BUNDLE = "submission/bundle"
 @click.option("--force", is_flag=True, help="Replace an earlier synth tree made with other options.")
 def synth(out: Path, full: bool, workers: int | None, force: bool, **options) -> None:
     """Write a MURA-v1.1-shaped tree of generated radiographs under OUT."""
-    from reference_model.synth import generate
-
     if full:
-        options.update(
-            zip(("train_studies", "valid_studies", "test_studies"), (FULL_SIZE[s] for s in SPLITS))
-        )
+        options.update({f"{split}_studies": FULL_SIZE[split] for split in SPLITS})
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, found {workers}")
     try:
