@@ -265,7 +265,7 @@ def make_bundle(
     force: bool = False,
 ) -> Manifest:
     """Assemble a bundle from training checkpoints (run folders or their best.pt / last.pt)."""
-    from reference_model.train import TrainError, load_checkpoint
+    from reference_model.training import TrainError, load_checkpoint
 
     if not checkpoints:
         raise BundleError("no checkpoints given; pass one or more run folders or .pt files")

@@ -4,8 +4,12 @@ happens in the modules each command calls.
 
 Importing this module is light (no torch): the options' defaults come from torch-free modules
 and each command imports its work when it runs, so `mura synth` and `mura predict` on ONNX
-Runtime never load torch. A user error is one line on stderr: exit 3 (UserError), or exit 2 for
-predict's "no answer" (the submission contract's code).
+Runtime never load torch.
+
+The house rule: exit 1 is a bug, 2 a submission's (or predict's) "no answer", 3 the caller's
+input or command line. click's own ClickException exits 1, so every user error of synth, train,
+bundle and cam is a UserError: one line on stderr, exit 3. Predict's is a PredictError, exit 2
+(the submission contract's code).
 """
 
 from __future__ import annotations
@@ -21,11 +25,21 @@ from reference_model.architectures import ARCHITECTURES
 from reference_model.bundle import BundleError
 from reference_model.config import TrainConfig
 from reference_model.engines import BACKENDS, PRECISIONS
-from reference_model.errors import PredictError, UserError
+from reference_model.errors import PredictError
 from reference_model.outputs import OutputError, check_output_folder
 from reference_model.synth import FULL_SIZE, ROOT_NAME, SPLITS, Options, SynthError, generate
 
 DEFAULT_BUNDLE = "submission/bundle"
+
+
+class UserError(click.ClickException):
+    """The caller's input, options or output folder cannot be used; exit code 3."""
+
+    exit_code = 3
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))  # one line, whatever the cause said
+
 
 # --- mura synth ------------------------------------------------------------------------------
 
@@ -137,8 +151,8 @@ def _train_options(function):
 @_train_options
 def train(data: Path, out: Path, resume: bool, **options) -> None:
     """Train the reference model on the MURA tree under DATA (the folder holding MURA-v1.1/)."""
-    from reference_model.train import USER_ERRORS
-    from reference_model.train import train as run
+    from reference_model.training import USER_ERRORS
+    from reference_model.training import train as run
 
     config = TrainConfig(
         data=str(data),

@@ -1,7 +1,7 @@
 """What a training run is asked to do, checked before anything is read.
 
 Torch-free, so that the command line (reference_model.cli) takes its defaults from here without
-importing torch; the run itself is reference_model.train.
+importing torch; the run itself is reference_model.training.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""How the reference model's commands (synth, train, bundle, predict, cam) end on a user error,
-and how what a user gave shows in a message.
-
-The house rule: exit 1 is a bug, 2 a submission's (or predict's) "no answer", 3 the caller's
-input or command line. click's own ClickException exits 1, so every user error of synth, train,
-bundle and cam is a UserError: one line on stderr, exit 3. Predict's is a PredictError, exit 2.
+"""Predict's "no answer" (PredictError, exit 2 in reference_model.cli), and how what a user
+gave shows in a one-line message: warnings, paths, counts.
 """
 
 from __future__ import annotations
@@ -11,21 +7,10 @@ from __future__ import annotations
 import re
 import sys
 
-import click
-
 from scorer.errors import shorten
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 PRINTABLE_WIDTH = 120  # characters of a path or a library's reason inside a one-line message
-
-
-class UserError(click.ClickException):
-    """The caller's input, options or output folder cannot be used; exit code 3."""
-
-    exit_code = 3
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))  # one line, whatever the cause said
 
 
 class PredictError(Exception):

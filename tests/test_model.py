@@ -23,7 +23,7 @@ from reference_model.data import ImageRecord, loss_weights, read_split
 from reference_model.model import ModelError, build_model, feature_maps, head, select_device
 from reference_model.preprocess import ImageError, load_image
 from reference_model.synth import Options, generate
-from reference_model.train import TrainConfig, TrainError, load_checkpoint, train, weights_checksum
+from reference_model.training import TrainConfig, TrainError, load_checkpoint, train, weights_checksum
 from scorer.metrics import cohen_kappa, confusion_counts
 from scorer.paths import study_of_image
 
@@ -633,7 +633,7 @@ def test_validation_and_predict_call_a_study_by_one_rule():
     """Training's validation kappa uses predict's rule: the mean of the views, abnormal iff it
     is above 0.5 (a mean of exactly 0.5 is normal)."""
     from reference_model.aggregation import DEFAULT_THRESHOLD, study_label, study_probability
-    from reference_model.train import study_kappa
+    from reference_model.training import study_kappa
 
     records = [
         ImageRecord("a1", "a/", "HAND", 1),
