@@ -53,7 +53,8 @@ def images_of(data: Path, count: int) -> list[str]:
 def limit(bundle: Path, size: int, seconds: float = 20.0) -> float:
     """Images per second through the whole ensemble, forward only, on ready tensors."""
     from reference_model.bundle import read_manifest
-    from reference_model.infer import OnnxEngine, available_cpus
+    from reference_model.cpus import available_cpus
+    from reference_model.engines import OnnxEngine
 
     engine = OnnxEngine(bundle / read_manifest(bundle).onnx.file, available_cpus())
     batch = np.random.default_rng(0).standard_normal((engine.batch_size, size, size, 3)).astype(np.float32)
@@ -71,7 +72,7 @@ def naive(bundle: Path, data: Path, images: list[str]) -> float:
     from PIL import Image
 
     from reference_model.bundle import load_bundle
-    from reference_model.data import transform
+    from reference_model.preprocess import transform
 
     models = load_bundle(bundle).models
     prep = transform(224, train=False)
@@ -137,7 +138,7 @@ def has_bf16() -> bool:
     """Whether predict.py accepts --precision bf16 here (the check it makes itself)."""
     import torch
 
-    from reference_model.infer import cpu_has_bf16
+    from reference_model.engines import cpu_has_bf16
 
     return cpu_has_bf16(torch)
 

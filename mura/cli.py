@@ -34,16 +34,11 @@ COMMANDS: dict[str, tuple[str, str, str | None, str]] = {
         None,
         "Run a submission in a sandbox on the hidden test set; score and record it.",
     ),
-    "synth": ("reference_model.synth", "command", "model", "Generate MURA-shaped synthetic X-rays."),
-    "train": (
-        "reference_model.train",
-        "command",
-        "model",
-        "Train the reference DenseNet (the paper's recipe).",
-    ),
-    "bundle": ("reference_model.bundle", "command", "model", "Assemble an ensemble bundle from checkpoints."),
-    "predict": ("reference_model.infer", "command", "model", "Predict studies with an ensemble bundle."),
-    "cam": ("reference_model.cam", "command", "model", "Class activation maps of a study's views."),
+    "synth": ("reference_model.cli", "synth", "model", "Generate MURA-shaped synthetic X-rays."),
+    "train": ("reference_model.cli", "train", "model", "Train the reference DenseNet (the paper's recipe)."),
+    "bundle": ("reference_model.cli", "bundle", "model", "Assemble an ensemble bundle from checkpoints."),
+    "predict": ("reference_model.cli", "predict", "model", "Predict studies with an ensemble bundle."),
+    "cam": ("reference_model.cli", "cam", "model", "Class activation maps of a study's views."),
 }
 
 # The modules each extra brings; a command whose extra is missing says which one to install.

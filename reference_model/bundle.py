@@ -14,9 +14,10 @@ A bundle is a folder:
     member-0.pt     a state dict (torch.save of model.state_dict()), loaded with weights_only=True
     member-1.pt     ...
 
-A study's probability is the mean (the only aggregation so far) of its views' probabilities over
-all members (and, with tta_hflip, over each view and its mirror image); the study is abnormal
-iff that probability > threshold -- the MURA paper's rule with its defaults.
+A study's probability is the mean (the only aggregation so far: reference_model.aggregation) of
+its views' probabilities over all members (and, with tta_hflip, over each view and its mirror
+image); the study is abnormal iff that probability > threshold -- the MURA paper's rule with its
+defaults.
 
 Each file's sha256 guards the weights; `content_sha256` (version 2) guards the manifest itself: it
 is the SHA-256 of the manifest's other fields (canonical JSON), so a hand-edited input size,
@@ -41,15 +42,16 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from reference_model.aggregation import AGGREGATIONS, DEFAULT_THRESHOLD
 from reference_model.architectures import ARCHITECTURES
-from reference_model.data import IMAGENET_MEAN, IMAGENET_STD
 from reference_model.outputs import OutputError, check_output_folder
+from reference_model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from scorer.files import file_sha256
 
 BUNDLE_FORMAT = "mura-bundle"
 BUNDLE_VERSION = 2  # 2: content_sha256
 DIGEST_FIELD = "content_sha256"
-AGGREGATIONS = ("mean",)
+MAX_INPUT_SIZE = 2048
 ONNX_FILE = "ensemble.onnx"
 
 
@@ -158,7 +160,13 @@ def read_manifest(path: str | Path) -> Manifest:
             "with `mura bundle` (it takes --threshold and --tta-hflip)"
         )
     arch = field("architecture", str, lambda v: v in ARCHITECTURES, "one of " + ", ".join(ARCHITECTURES))
-    size = field("input_size", int, lambda v: 32 <= v <= 2048, "an integer from 32 to 2048")
+    smallest = ARCHITECTURES[arch].stride
+    size = field(
+        "input_size",
+        int,
+        lambda v: smallest <= v <= MAX_INPUT_SIZE,
+        f"an integer from {smallest} to {MAX_INPUT_SIZE}",
+    )
     norm = field("normalization", dict, what="an object with mean and std")
     mean, std = norm.get("mean"), norm.get("std")
     for name, triple in (("mean", mean), ("std", std)):
@@ -252,12 +260,12 @@ def make_bundle(
     checkpoints: list[str | Path],
     out: str | Path,
     *,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     tta_hflip: bool = False,
     force: bool = False,
 ) -> Manifest:
     """Assemble a bundle from training checkpoints (run folders or their best.pt / last.pt)."""
-    from reference_model.train import TrainError, load_checkpoint
+    from reference_model.training import TrainError, load_checkpoint
 
     if not checkpoints:
         raise BundleError("no checkpoints given; pass one or more run folders or .pt files")
@@ -311,7 +319,7 @@ def write_bundle(
     input_size: int,
     out: str | Path,
     *,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     tta_hflip: bool = False,
     force: bool = False,
     onnx: bool = True,
@@ -402,27 +410,3 @@ def _with_onnx(manifest: Manifest, folder: Path) -> Manifest:
             opset_version=17,
         )
     return replace(manifest, onnx=Member(file.name, file_sha256(file), "export of the members"))
-
-
-import click  # noqa: E402
-
-from reference_model.errors import UserError  # noqa: E402
-
-
-@click.command("bundle")
-@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="The bundle folder to write.")
-@click.option(
-    "--threshold", type=float, default=0.5, show_default=True, help="Abnormal iff probability > this."
-)
-@click.option("--tta-hflip", is_flag=True, help="Also average each view with its mirror image.")
-@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
-def command(checkpoints: tuple[Path, ...], out: Path, threshold: float, tta_hflip: bool, force: bool) -> None:
-    """Assemble an ensemble bundle from CHECKPOINTS (run folders or their best.pt)."""
-    if not 0.0 <= threshold <= 1.0:
-        raise UserError(f"--threshold must lie between 0 and 1, found {threshold}")
-    try:
-        manifest = make_bundle(list(checkpoints), out, threshold=threshold, tta_hflip=tta_hflip, force=force)
-    except BundleError as exc:
-        raise UserError(str(exc)) from None
-    click.echo(f"wrote {out}: {len(manifest.members)} x {manifest.architecture} at {manifest.input_size} px")

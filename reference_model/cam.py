@@ -1,9 +1,12 @@
 """Class activation maps (SPEC §2): where in a radiograph the network sees the abnormality.
 
-For DenseNet, M(X) = sum_k w_k f_k(X): the final feature maps f_k (after the last norm and
-ReLU) weighted by the single-output head's weights w_k; the logit is M's spatial mean plus the
-bias. An ensemble's map is the mean of its members' maps. Maps are upsampled to each image's own
-size and drawn over it as a heat map, with the view's and the study's probability.
+M(X) = sum_k w_k f_k(X): the final feature maps f_k (the architecture's feature layer, after a
+ReLU: for DenseNet its last norm) weighted by the single-output head's weights w_k; the logit is
+M's spatial mean plus the bias. An ensemble's map is the mean of its members' maps. Maps are
+upsampled to each image's own size and drawn over it as a heat map, with the view's and the
+study's probability. Views are read and prepared as prediction reads them
+(reference_model.preprocess); the study's probability and verdict follow predict's rule
+(reference_model.aggregation).
 """
 
 from __future__ import annotations
@@ -14,23 +17,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reference_model.bundle import Bundle, BundleError, load_bundle
-from reference_model.data import ImageError, load_image, transform
+from reference_model.aggregation import study_label, study_probability
+from reference_model.bundle import Bundle
+from reference_model.model import feature_maps, head
+from reference_model.preprocess import ImageError, load_image, to_input
 
 
 @torch.no_grad()
 def class_activation_maps(bundle: Bundle, images: list) -> tuple[list[np.ndarray], np.ndarray]:
     """(one map per image at the image's own size, each view's probability) for RGB PIL images."""
     m = bundle.manifest
-    prepare = transform(m.input_size, False, m.mean, m.std)
-    batch = torch.stack([prepare(image) for image in images])
+    arrays = np.stack([to_input(image, m.input_size, m.mean, m.std) for image in images])
+    batch = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
     maps, probabilities = 0.0, 0.0
     for model in bundle.models:
-        features = F.relu(model.features(batch))  # (views, K, h, w)
-        weight = model.classifier.weight[0]  # (K,)
-        cam = torch.einsum("k,bkhw->bhw", weight, features)
+        features = feature_maps(model, m.architecture, batch)  # (views, K, h, w)
+        linear = head(model, m.architecture)
+        cam = torch.einsum("k,bkhw->bhw", linear.weight[0], features)
         maps = maps + cam
-        probabilities = probabilities + torch.sigmoid(cam.mean(dim=(1, 2)) + model.classifier.bias[0])
+        probabilities = probabilities + torch.sigmoid(cam.mean(dim=(1, 2)) + linear.bias[0])
     maps = maps / len(bundle.models)
     probabilities = (probabilities / len(bundle.models)).numpy()
     out = []
@@ -81,8 +86,8 @@ def cam_study(study: str | Path, bundle: Bundle, out: str | Path) -> tuple[float
         raise ImageError(f"{study} holds no .png images; expected a study folder with image1.png, ...")
     images = [load_image(p) for p in paths]
     maps, views = class_activation_maps(bundle, images)
-    probability = float(views.mean())
-    verdict = "abnormal" if probability > bundle.manifest.threshold else "normal"
+    probability = study_probability(views)
+    verdict = "abnormal" if study_label(probability, bundle.manifest.threshold) else "normal"
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path, image, cam, p in zip(paths, images, maps, views):
@@ -92,30 +97,3 @@ def cam_study(study: str | Path, bundle: Bundle, out: str | Path) -> tuple[float
         )
         written.append(target)
     return probability, written
-
-
-import click  # noqa: E402
-
-from reference_model.errors import UserError  # noqa: E402
-from reference_model.outputs import OutputError, check_output_folder  # noqa: E402
-
-
-@click.command("cam")
-@click.argument("study", type=click.Path(path_type=Path))
-@click.option(
-    "--bundle", "bundle_path", required=True, type=click.Path(path_type=Path), help="The ensemble bundle."
-)
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the overlays.")
-def command(study: Path, bundle_path: Path, out: Path) -> None:
-    """Class activation maps for each view of the STUDY folder, overlaid as PNGs in --out."""
-    if not study.is_dir():
-        raise UserError(f"{study} is not a folder; expected a study folder holding image1.png, ...")
-    try:
-        check_output_folder(out, "--out")  # before the bundle is loaded and the maps computed
-        bundle = load_bundle(bundle_path)
-        probability, written = cam_study(study, bundle, out)
-    except (BundleError, ImageError, OutputError) as exc:
-        raise UserError(str(exc)) from None
-    except OSError as exc:  # the disk filled up, or the folder changed under us
-        raise UserError(f"cannot write the maps to {out} ({exc.strerror or exc})") from None
-    click.echo(f"study probability {probability:.3f}; wrote {len(written)} maps to {out}")

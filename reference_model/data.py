@@ -1,4 +1,5 @@
-"""Reading a MURA tree: the index files, the per-image samples and the paper's loss weights.
+"""Reading a MURA tree: the index files, the per-image samples and the paper's loss weights
+(how an image becomes the network's input: reference_model.preprocess).
 
 The index files are MURA's (SPEC §1): `{split}_image_paths.csv` and
 `{split}_labeled_studies.csv`, no header, LF or CRLF, paths relative to the folder that holds
@@ -15,23 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from reference_model.errors import shorten
+from reference_model.preprocess import load_image, transform
 from scorer.errors import ScoringError, examples
 from scorer.formats import read_gold, read_rows
 from scorer.paths import IMAGE_SUFFIXES, STUDY_TYPES, study_of_image, study_type
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# Far more pixels than any radiograph (MURA's longest side is 512): refuse before decoding.
-MAX_PIXELS = 8192 * 8192
-
 
 class DataError(Exception):
     """A dataset that cannot be used; the message says what was expected and what to do."""
-
-
-class ImageError(Exception):
-    """One image that cannot be read (missing, empty, truncated, not an image, too large)."""
 
 
 @dataclass(frozen=True)
@@ -155,89 +147,6 @@ def loss_weights(records: Sequence[ImageRecord]) -> dict[str, tuple[float, float
 def sample_weights(records: Sequence[ImageRecord], weights: dict[str, tuple[float, float]]) -> np.ndarray:
     """Each image's weight in the loss: w_T1 if it is abnormal, else w_T0."""
     return np.array([weights[r.study_type][0 if r.label else 1] for r in records], dtype=np.float32)
-
-
-def load_image(path: str | Path):
-    """A radiograph as an 8-bit RGB PIL image, upright, whatever the file holds (8- or 16-bit
-    greyscale, float, RGB, RGBA, palette, ...): the one reader of training, prediction and CAM.
-    An EXIF orientation tag is applied (a camera or an export may store the pixels turned, with
-    a tag saying how to show them). Raises ImageError, with a short message, for anything that
-    is not a readable image: whatever fails while one image is decoded ends that image, not the
-    run."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    path = Path(path)
-    name = shorten(str(path))
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageError(
-                    f"{name} is {width}x{height} pixels, far larger than a radiograph; not decoded"
-                )
-            image.load()  # decode now: truncated files fail here, not later
-            ImageOps.exif_transpose(image, in_place=True)
-            return _to_rgb(image, name)
-    except ImageError:
-        raise
-    except FileNotFoundError:
-        raise ImageError(f"{name} does not exist") from None
-    except UnidentifiedImageError:
-        kind = "empty" if path.stat().st_size == 0 else "not an image PIL can read"
-        raise ImageError(f"{name} is {kind}") from None
-    except Image.DecompressionBombError:
-        raise ImageError(f"{name} is far larger than a radiograph (decompression bomb guard)") from None
-    except MemoryError:  # e.g. under an address-space limit (the bwrap sandbox's prlimit)
-        raise ImageError(f"{name} cannot be decoded in the memory available") from None
-    except Exception as exc:  # PIL's decoders fail in many types (OSError, SyntaxError, struct.error, ...)
-        raise ImageError(f"{name} cannot be decoded ({type(exc).__name__}: {shorten(str(exc))})") from None
-
-
-def _to_rgb(image, name: str):
-    from PIL import Image
-
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        image = Image.fromarray(_to_8_bits(np.asarray(image, dtype=np.float32), name, image.mode == "F"))
-    elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA").convert("RGB")  # drop the alpha channel
-    return image.convert("RGB")
-
-
-def _to_8_bits(array: np.ndarray, name: str, floating: bool = False) -> np.ndarray:
-    """16-bit, 32-bit or float greyscale in 8 bits. Values from 0 up keep their scale (brought
-    down by the maximum when it passes 255); a float image within [0, 1] is on the unit scale
-    float images use, brought up to 255 (else it would come out black); signed data (any value
-    below 0) is scaled by its range, the lowest value black, rather than clipped at 0, which
-    would blacken half a zero-centred image. NaN or infinite pixels (no reading there) become
-    black and do not stretch the range; an image with no finite pixel at all holds nothing to
-    see: unreadable."""
-    finite = np.isfinite(array)
-    if not finite.any():
-        raise ImageError(f"{name} holds no finite pixel values (all NaN or infinite)")
-    values = array if finite.all() else array[finite]
-    low, high = float(values.min()), float(values.max())
-    with np.errstate(over="ignore"):  # an overflow past float32's range ends at 255 all the same
-        if low < 0:
-            array = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
-        elif high > 255:
-            array = array * (255.0 / high)
-        elif floating and high <= 1.0:
-            array = array * 255.0
-    return np.where(finite, array, 0.0).clip(0, 255).astype(np.uint8)
-
-
-def transform(
-    image_size: int, train: bool, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-):
-    """The paper's preprocessing: resize to a square, ImageNet normalisation; for training also
-    random horizontal flips (lateral inversions) and rotations of up to 30 degrees."""
-    from torchvision import transforms as T
-
-    steps = [T.Resize((image_size, image_size), antialias=True)]
-    if train:
-        steps += [T.RandomHorizontalFlip(), T.RandomRotation(30)]
-    steps += [T.ToTensor(), T.Normalize(mean, std)]
-    return T.Compose(steps)
 
 
 class MuraImages:

@@ -1,4 +1,5 @@
-"""The reference network: torchvision's DenseNet with a single-output head (SPEC §2).
+"""The reference network: a torchvision architecture (reference_model.architectures; the
+paper's DenseNet-169 by default) with a single-output head (SPEC §2).
 
 ImageNet weights are used when they are on this machine -- in torchvision's cache
 ($TORCH_HOME/hub/checkpoints, by default ~/.cache/torch/hub/checkpoints) or in a file passed
@@ -15,24 +16,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from reference_model.architectures import ARCHITECTURES
+from reference_model.architectures import DEFAULT_ARCHITECTURE, ModelError, architecture
 
 # Old DenseNet checkpoints name layers `norm.1`; current torchvision names them `norm1`.
 _LEGACY_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
-
-
-class ModelError(Exception):
-    """A model or weights file that cannot be used; the message says what to do."""
-
-
-def check_architecture(arch: str) -> None:
-    if arch not in ARCHITECTURES:
-        raise ModelError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
 
 
 def torch_home() -> Path:
@@ -41,14 +34,19 @@ def torch_home() -> Path:
     )
 
 
+def imagenet_weights_path(arch: str) -> Path:
+    """Where torchvision's cache keeps the ImageNet checkpoint of `arch`."""
+    return torch_home() / "hub" / "checkpoints" / architecture(arch).weights_file
+
+
 def cached_imagenet_weights(arch: str) -> Path | None:
     """torchvision's cached ImageNet checkpoint for `arch`, if this machine has it."""
-    path = torch_home() / "hub" / "checkpoints" / ARCHITECTURES[arch]
+    path = imagenet_weights_path(arch)
     return path if path.is_file() else None
 
 
-def build_model(arch: str = "densenet169", pretrained: str | Path | bool | None = True) -> nn.Module:
-    """DenseNet-121/169/201 with its classifier replaced by a single output (a logit; the
+def build_model(arch: str = DEFAULT_ARCHITECTURE, pretrained: str | Path | bool | None = True) -> nn.Module:
+    """The architecture `arch` with its head replaced by a single output (a logit; the
     probability of abnormality is its sigmoid).
 
     pretrained: True -- ImageNet weights from torchvision's cache when present, else random
@@ -56,12 +54,12 @@ def build_model(arch: str = "densenet169", pretrained: str | Path | bool | None 
     cannot be used); False/None -- random initialisation, silently (e.g. before loading a
     bundle's own weights).
     """
-    check_architecture(arch)
-    model = getattr(torchvision.models, arch)(weights=None)
+    spec = architecture(arch)
+    model = getattr(torchvision.models, spec.name)(weights=None)
     if pretrained:
         path = Path(pretrained) if not isinstance(pretrained, bool) else cached_imagenet_weights(arch)
         if path is None:
-            where = torch_home() / "hub" / "checkpoints" / ARCHITECTURES[arch]
+            where = imagenet_weights_path(arch)
             print(
                 f"warning: no ImageNet weights for {arch} on this machine (looked for {where}); starting "
                 "from random initialisation, which needs far more training; copy the file there or "
@@ -70,8 +68,19 @@ def build_model(arch: str = "densenet169", pretrained: str | Path | bool | None 
             )
         else:
             load_imagenet_weights(model, path)
-    model.classifier = nn.Linear(model.classifier.in_features, 1)
+    setattr(model, spec.head, nn.Linear(getattr(model, spec.head).in_features, 1))
     return model
+
+
+def head(model: nn.Module, arch: str) -> nn.Linear:
+    """The single-output layer build_model put in place of `arch`'s classifier."""
+    return getattr(model, architecture(arch).head)
+
+
+def feature_maps(model: nn.Module, arch: str, images: torch.Tensor) -> torch.Tensor:
+    """(N, K, h, w): the maps whose spatial mean the head weighs (the logit is
+    head(mean over h, w) for the architectures the kit knows), for class activation maps."""
+    return F.relu(getattr(model, architecture(arch).features)(images))
 
 
 class EnsembleNet(nn.Module):

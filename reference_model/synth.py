@@ -451,36 +451,9 @@ def generate(
     options = options or Options()
     options.check()
     out = Path(out)
-    marker = out / MARKER
-    if out.exists() and not out.is_dir():
-        raise SynthError(f"{out} is a file; expected a folder (new or empty) for the generated tree")
-    if out.is_dir() and any(out.iterdir()):
-        if not marker.is_file():
-            raise SynthError(
-                f"{out} is not empty and was not made by `mura synth`; expected a new or empty "
-                "folder; choose another folder (nothing was written)"
-            )
-        previous = _read_marker(marker)
-        if previous is None and not force:
-            raise SynthError(
-                f"{marker} cannot be read (not the JSON record `mura synth` writes: the tree may be "
-                "damaged or half-written); pass --force to generate the tree again, or choose another folder"
-            )
-        previous = previous or {}
-        # Compare as JSON sees them: the marker stores tuples as lists.
-        same = previous.get("options") == json.loads(json.dumps(asdict(options)))
-        if same and previous.get("complete") and {"studies", "images", "abnormal"} <= set(previous):
-            return Summary(
-                out, previous["studies"], previous["images"], previous["abnormal"], 0.0, reused=True
-            )
-        if not force:
-            changed = _diff(previous.get("options", {}), options)
-            raise SynthError(
-                f"{out} holds a synth tree made with other options ({changed}); "
-                "pass --force to replace it, or choose another folder"
-            )
-        shutil.rmtree(out / ROOT_NAME, ignore_errors=True)
-        marker.unlink()
+    earlier = _earlier_tree(out, options, force)
+    if earlier is not None:
+        return earlier
     try:
         check_output_folder(out, "output folder")
     except OutputError as exc:
@@ -489,8 +462,62 @@ def generate(
 
     start = time.perf_counter()
     studies = plan(options)
+    results = _write_studies(studies, out, options, workers or default_workers(), progress)
+    summary = _write_indexes(out, studies, results, options)
+    summary.seconds = time.perf_counter() - start
+    record = {
+        "options": asdict(options),
+        "complete": True,
+        "studies": summary.studies,
+        "images": summary.images,
+        "abnormal": summary.abnormal,
+    }
+    (out / MARKER).write_text(json.dumps(record, indent=2) + "\n")
+    return summary
+
+
+def _earlier_tree(out: Path, options: Options, force: bool) -> Summary | None:
+    """The summary of the tree in `out` when an earlier run made it with the same options (it is
+    reused as it is); else None, once `out` can take a new tree: it is new or empty, or (with
+    `force`) the earlier tree has been removed. Anything else is a SynthError."""
+    marker = out / MARKER
+    if out.exists() and not out.is_dir():
+        raise SynthError(f"{out} is a file; expected a folder (new or empty) for the generated tree")
+    if not (out.is_dir() and any(out.iterdir())):
+        return None
+    if not marker.is_file():
+        raise SynthError(
+            f"{out} is not empty and was not made by `mura synth`; expected a new or empty "
+            "folder; choose another folder (nothing was written)"
+        )
+    previous = _read_marker(marker)
+    if previous is None and not force:
+        raise SynthError(
+            f"{marker} cannot be read (not the JSON record `mura synth` writes: the tree may be "
+            "damaged or half-written); pass --force to generate the tree again, or choose another folder"
+        )
+    previous = previous or {}
+    # Compare as JSON sees them: the marker stores tuples as lists.
+    same = previous.get("options") == json.loads(json.dumps(asdict(options)))
+    if same and previous.get("complete") and {"studies", "images", "abnormal"} <= set(previous):
+        return Summary(out, previous["studies"], previous["images"], previous["abnormal"], 0.0, reused=True)
+    if not force:
+        changed = _diff(previous.get("options", {}), options)
+        raise SynthError(
+            f"{out} holds a synth tree made with other options ({changed}); "
+            "pass --force to replace it, or choose another folder"
+        )
+    shutil.rmtree(out / ROOT_NAME, ignore_errors=True)
+    marker.unlink()
+    return None
+
+
+def _write_studies(
+    studies: list[Study], out: Path, options: Options, workers: int, progress: bool
+) -> list[list]:
+    """Draw and write every study's views, in `workers` processes; each study's [(image path,
+    finding box or None)], in the plan's order."""
     jobs = [(s, str(out), options.image_size, options.rgb_rate) for s in studies]
-    workers = workers or default_workers()
     results: list[list] = []
     done = 0
     total_images = sum(s.views for s in studies)
@@ -511,18 +538,7 @@ def generate(
             pool.shutdown()
     if progress:
         print(file=sys.stderr)
-
-    summary = _write_indexes(out, studies, results, options)
-    summary.seconds = time.perf_counter() - start
-    record = {
-        "options": asdict(options),
-        "complete": True,
-        "studies": summary.studies,
-        "images": summary.images,
-        "abnormal": summary.abnormal,
-    }
-    marker.write_text(json.dumps(record, indent=2) + "\n")
-    return summary
+    return results
 
 
 def _write_indexes(out: Path, studies: list[Study], results: list[list], options: Options) -> Summary:
@@ -572,96 +588,3 @@ def _read_marker(marker: Path) -> dict | None:
 def default_workers() -> int:
     """Writer processes: the CPUs this process may use (affinity and cgroup quota), at most 4."""
     return min(4, available_cpus())
-
-
-# --- the command -----------------------------------------------------------------------------
-
-try:
-    import click
-
-    from reference_model.errors import UserError
-except ImportError:  # pragma: no cover - click is a base dependency
-    click = None
-
-
-if click is not None:
-
-    @click.command("synth")
-    @click.argument("out", type=click.Path(path_type=Path))
-    @click.option("--seed", type=int, default=0, show_default=True)
-    @click.option("--train-studies", type=int, default=Options.train_studies, show_default=True)
-    @click.option("--valid-studies", type=int, default=Options.valid_studies, show_default=True)
-    @click.option("--test-studies", type=int, default=Options.test_studies, show_default=True)
-    @click.option("--full", is_flag=True, help="MURA's real size: 13,457 / 1,199 / 207 studies.")
-    @click.option("--image-size", type=int, default=512, show_default=True, help="Longest side in pixels.")
-    @click.option("--abnormal-rate", type=float, default=Options.abnormal_rate, show_default=True)
-    @click.option(
-        "--rgb-rate",
-        type=float,
-        default=Options.rgb_rate,
-        show_default=True,
-        help="Share of images saved as RGB (with equal channels).",
-    )
-    @click.option(
-        "--label-miss-rate",
-        type=float,
-        default=Options.label_miss_rate,
-        show_default=True,
-        help="How often the dataset's labels miss a degenerative finding.",
-    )
-    @click.option(
-        "--rater-error",
-        type=float,
-        default=Options.rater_error,
-        show_default=True,
-        help="How often each test radiologist disagrees with the truth.",
-    )
-    @click.option(
-        "--workers", type=int, default=None, help="Processes (default: the usable CPUs, at most 4)."
-    )
-    @click.option("--force", is_flag=True, help="Replace an earlier synth tree made with other options.")
-    def command(
-        out: Path,
-        seed: int,
-        train_studies: int,
-        valid_studies: int,
-        test_studies: int,
-        full: bool,
-        image_size: int,
-        abnormal_rate: float,
-        rgb_rate: float,
-        label_miss_rate: float,
-        rater_error: float,
-        workers: int | None,
-        force: bool,
-    ) -> None:
-        """Write a MURA-v1.1-shaped tree of generated radiographs under OUT."""
-        if full:
-            train_studies, valid_studies, test_studies = (FULL_SIZE[s] for s in SPLITS)
-        options = Options(
-            seed,
-            train_studies,
-            valid_studies,
-            test_studies,
-            image_size,
-            abnormal_rate,
-            rgb_rate,
-            label_miss_rate,
-            rater_error,
-        )
-        if workers is not None and workers < 1:
-            raise UserError(f"--workers must be at least 1, found {workers}")
-        try:
-            summary = generate(out, options, workers=workers, force=force, progress=sys.stderr.isatty())
-        except SynthError as exc:
-            raise UserError(str(exc)) from None
-        total = sum(summary.images.values())
-        if summary.reused:
-            click.echo(f"{out}: reusing the synth tree already there ({total:,} images; same options)")
-            return
-        rate = total / summary.seconds if summary.seconds else float("inf")
-        click.echo(
-            f"wrote {out / ROOT_NAME}: "
-            + ", ".join(f"{s} {summary.studies[s]:,} studies / {summary.images[s]:,} images" for s in SPLITS)
-            + f" in {summary.seconds:.1f} s ({rate:,.0f} images/s)"
-        )

@@ -8,8 +8,8 @@ directory, as CodaLab runs it). The ensemble bundle defaults to `bundle/` beside
 
 Exit codes: 0 an answer was written; 2 no answer (unreadable input CSV, broken bundle, bad
 option or device, an output path that cannot be written), with the reason on stderr and no
-output file (with --probabilities: both files or neither). The work happens in
-reference_model.infer, shared with `mura predict`.
+output file (with --probabilities: both files or neither). The command is `mura predict`'s
+(reference_model.cli); the work happens in reference_model.infer.
 """
 
 import os
@@ -21,12 +21,12 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> None:
     try:
-        from reference_model.infer import command
+        from reference_model.cli import predict
     except ImportError:
         # A checkout of the kit: the package lives beside submission/.
         sys.path.insert(0, str(HERE.parent))
         try:
-            from reference_model.infer import command
+            from reference_model.cli import predict
         except ImportError as exc:
             print(
                 f"predict.py: error: the MURA kit is not importable ({exc}); expected it installed "
@@ -35,7 +35,7 @@ def main() -> None:
             )
             sys.exit(2)
     os.environ.setdefault("MURA_BUNDLE", str(HERE / "bundle"))
-    command.main(prog_name="predict.py")
+    predict.main(prog_name="predict.py")
 
 
 if __name__ == "__main__":

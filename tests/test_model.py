@@ -17,11 +17,13 @@ from PIL import Image
 
 from mura.cli import cli
 from reference_model import bundle as bundles
+from reference_model.architectures import ARCHITECTURES
 from reference_model.cam import cam_study, class_activation_maps
-from reference_model.data import ImageError, ImageRecord, load_image, loss_weights, read_split
-from reference_model.model import ModelError, build_model, select_device
+from reference_model.data import ImageRecord, loss_weights, read_split
+from reference_model.model import ModelError, build_model, feature_maps, head, select_device
+from reference_model.preprocess import ImageError, load_image
 from reference_model.synth import Options, generate
-from reference_model.train import TrainConfig, TrainError, load_checkpoint, train, weights_checksum
+from reference_model.training import TrainConfig, TrainError, load_checkpoint, train, weights_checksum
 from scorer.metrics import cohen_kappa, confusion_counts
 from scorer.paths import study_of_image
 
@@ -367,8 +369,6 @@ def test_load_image_reads_every_mode_and_refuses_broken_files(tmp_path):
         assert np.asarray(image)[0, -1].max() > 200  # the bright end stays bright
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "cut.png").write_bytes((tmp_path / "noisy.png").read_bytes()[:20_000])
-    from reference_model.data import ImageError
-
     for name, needle in (("empty", "empty"), ("cut", "cannot be decoded"), ("missing", "does not exist")):
         with pytest.raises(ImageError, match=needle):
             load_image(tmp_path / f"{name}.png")
@@ -419,10 +419,10 @@ def tagged(orientation: int):
 
 
 def assert_every_reader_sees(path: Path, expected: np.ndarray, tmp_path: Path) -> None:
-    """The image at `path` reaches CAM (load_image), prediction (infer.decode) and training
+    """The image at `path` reaches CAM (load_image), prediction (preprocess.decode) and training
     (MuraImages) exactly as an untagged 8-bit PNG of `expected` (rows x columns, grey) does."""
-    from reference_model.data import IMAGENET_MEAN, IMAGENET_STD, MuraImages
-    from reference_model.infer import decode
+    from reference_model.data import MuraImages
+    from reference_model.preprocess import IMAGENET_MEAN, IMAGENET_STD, decode
 
     expected = np.ascontiguousarray(expected)
     assert np.array_equal(np.asarray(load_image(path)), np.repeat(expected[..., None], 3, axis=2))
@@ -571,3 +571,81 @@ def test_user_errors_exit_3_with_one_line_and_no_traceback(tiny_data, tmp_path, 
     assert needle in result.output and "weights_only" not in result.output
     assert result.output.count("\n") == 1, result.output  # one line (a missing-weights warning aside)
     assert not (tmp_path / "run").exists() and not (tmp_path / "new-bundle").exists()
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_each_architecture_description_matches_torchvision(name):
+    """One entry describes an architecture to the model, CAM, training and bundles: its ImageNet
+    file is the one torchvision's downloader names, its head is the single output build_model
+    put in, its feature maps are what that head sees averaged over space (so CAM's maps add up
+    to the network's own logit), and its stride is how far they are downsampled."""
+    import torchvision
+
+    spec = ARCHITECTURES[name]
+    weights = torchvision.models.get_model_weights(spec.name).IMAGENET1K_V1
+    assert weights.url.rsplit("/", 1)[1] == spec.weights_file
+    torch.manual_seed(0)
+    model = build_model(name, pretrained=False).eval()
+    linear = head(model, name)
+    assert isinstance(linear, torch.nn.Linear) and linear.out_features == 1
+    images = torch.randn(2, 3, 2 * spec.stride, 3 * spec.stride)
+    with torch.no_grad():
+        maps = feature_maps(model, name, images)
+        assert maps.shape[1:] == (linear.in_features, 2, 3)
+        torch.testing.assert_close(linear(maps.mean(dim=(2, 3))), model(images))
+        assert feature_maps(model, name, images[..., : spec.stride, : spec.stride]).shape[2:] == (1, 1)
+
+
+def test_an_unknown_architecture_names_the_known_ones(tmp_path):
+    with pytest.raises(ModelError, match="unknown architecture 'resnet50'; expected one of densenet121"):
+        build_model("resnet50", pretrained=False)
+    with pytest.raises(ModelError, match="unknown architecture"):
+        config(tmp_path, tmp_path / "run", arch="resnet50").check()
+    with pytest.raises(TrainError, match=r"--image-size must be at least 32 \(densenet121 downsamples 32x\)"):
+        config(tmp_path, tmp_path / "run", image_size=31).check()
+
+
+@pytest.mark.parametrize("size", [32, 96, 224, 320])  # the tests', the demo's, the paper's, MuRAD's
+def test_the_fast_decode_path_gives_the_training_transforms_tensor(tmp_path, size):
+    """No train/serve skew: prediction's decode (PIL resize, numpy normalisation, HWC) and CAM's
+    to_input give, for the same file, the tensor training's torchvision transform gives."""
+    from reference_model.preprocess import decode, to_input, transform
+
+    rng = np.random.default_rng(size)
+    pictures = {
+        "grey.png": Image.fromarray(rng.integers(0, 256, (512, 371), dtype=np.uint8)),  # shrunk
+        "rgb.png": Image.fromarray(rng.integers(0, 256, (300, 512, 3), dtype=np.uint8)),
+        "small.png": Image.fromarray(rng.integers(0, 256, (20, 27), dtype=np.uint8)),  # enlarged
+        "i16.png": Image.fromarray(rng.integers(0, 65536, (200, 150), dtype=np.uint16)),
+        "square.png": Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)),  # as is
+    }
+    training = transform(size, train=False)
+    for name, picture in pictures.items():
+        picture.save(tmp_path / name)
+        fast = decode(tmp_path / name, size)
+        assert fast.shape == (size, size, 3) and fast.dtype == np.float32
+        expected = training(load_image(tmp_path / name)).permute(1, 2, 0).numpy()
+        np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-6, err_msg=name)
+        assert np.array_equal(to_input(load_image(tmp_path / name), size), fast)
+
+
+def test_validation_and_predict_call_a_study_by_one_rule():
+    """Training's validation kappa uses predict's rule: the mean of the views, abnormal iff it
+    is above 0.5 (a mean of exactly 0.5 is normal)."""
+    from reference_model.aggregation import DEFAULT_THRESHOLD, study_label, study_probability
+    from reference_model.training import study_kappa
+
+    records = [
+        ImageRecord("a1", "a/", "HAND", 1),
+        ImageRecord("a2", "a/", "HAND", 1),  # a: (0.9 + 0.2) / 2 = 0.55 -> abnormal
+        ImageRecord("b1", "b/", "HAND", 1),
+        ImageRecord("b2", "b/", "HAND", 1),  # b: (0.75 + 0.25) / 2 = 0.5 -> normal
+        ImageRecord("c1", "c/", "HAND", 0),  # c: 0.1 -> normal
+    ]
+    views = np.array([0.9, 0.2, 0.75, 0.25, 0.1], dtype=np.float32)
+    assert DEFAULT_THRESHOLD == 0.5
+    assert [study_label(study_probability(v)) for v in ([0.9, 0.2], [0.75, 0.25], [0.1])] == [1, 0, 0]
+    # truth (1, 1, 0), predicted (1, 0, 0): kappa from the confusion counts
+    assert study_kappa(records, views) == pytest.approx(
+        float(cohen_kappa(*confusion_counts([1, 1, 0], [1, 0, 0])))
+    )

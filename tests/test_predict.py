@@ -19,7 +19,9 @@ from bundle_helpers import edit_manifest
 from PIL import Image
 
 from reference_model.bundle import read_manifest, write_manifest
-from reference_model.infer import PredictError, predict, read_input
+from reference_model.errors import PredictError
+from reference_model.infer import predict
+from reference_model.inputs import read_input
 from scorer.files import file_sha256
 from scorer.formats import PROBABILITIES, read_predictions
 
@@ -146,6 +148,29 @@ def test_the_contract_format_order_and_probabilities(data, bundle, reference, tm
         assert int(label) == int(float(probs[study]) > threshold)
         assert float(probs[study]) == pytest.approx(reference[study], abs=1e-6)
     assert "predicted 24 studies from" in proc.stderr and "images/s" in proc.stderr
+
+
+@pytest.mark.skipif(any(Path("/dev").glob("nvidia[0-9]*")), reason="a GPU: predict asks torch about CUDA")
+def test_predict_on_onnx_runtime_never_imports_torch(data, bundle, tmp_path):
+    """predict.py runs `mura predict`'s command (reference_model.cli), which imports its work
+    when it runs: the default CPU path, ONNX Runtime, is spared torch's import (seconds)."""
+    (tmp_path / "input.csv").write_text("\n".join(image_lines(data)) + "\n")
+    probe = (
+        "import runpy, sys\n"
+        "predict, sys.argv = sys.argv[1], ['predict.py', *sys.argv[2:]]\n"
+        "try:\n    runpy.run_path(predict, run_name='__main__')\n"
+        "except SystemExit as stop:\n    print('EXIT', stop.code, file=sys.stderr)\n"
+        "print('LOADED', sorted({'torch', 'torchvision'} & set(sys.modules)), file=sys.stderr)\n"
+    )
+    args = [tmp_path / "input.csv", tmp_path / "o.csv", "--bundle", bundle]
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(PREDICT), *map(str, args)],
+        cwd=data,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert "onnxruntime fp32" in proc.stderr and "LOADED []" in proc.stderr, proc.stderr
 
 
 def test_messy_input_gives_the_same_answer(data, bundle, reference, tmp_path):
@@ -547,7 +572,7 @@ def test_runs_from_another_directory_with_the_default_or_an_overridden_bundle(
 def test_bf16_stays_close_to_fp32(data, bundle, reference, tmp_path, monkeypatch):
     import torch
 
-    from reference_model.infer import cpu_has_bf16
+    from reference_model.engines import cpu_has_bf16
 
     if not cpu_has_bf16(torch):
         pytest.skip("this CPU has no bfloat16 support")
@@ -678,9 +703,8 @@ def nan_bundle(data, tmp_path_factory) -> tuple[Path, dict[str, float | None]]:
     import torch
 
     from reference_model.bundle import load_bundle, write_bundle
-    from reference_model.data import IMAGENET_MEAN, IMAGENET_STD
-    from reference_model.infer import decode
     from reference_model.model import EnsembleNet, build_model
+    from reference_model.preprocess import IMAGENET_MEAN, IMAGENET_STD, decode
 
     torch.manual_seed(1)
     good, bad = build_model("densenet121", pretrained=False), build_model("densenet121", pretrained=False)
