@@ -303,21 +303,16 @@ def from_result(result: object, entry: Entry, *, source: str = "result", scored:
         body = json.dumps(result, separators=(",", ":"), allow_nan=False)
     except ValueError:  # `mura score` writes null for what is undefined, never NaN
         raise HostError(f"{source}: holds NaN or Infinity, which `mura score --json` never writes") from None
-    return Record(
-        identity=identity(SCORED, submitter, content, submitted, what),
-        submitter=submitter,
-        model=model,
-        institution=institution,
-        link=link,
-        submitted=submitted or now_iso(),
-        scored=scored or now_iso(),
-        status=SCORED,
-        reason=None,
+    checked = (submitter, model, institution, link, submitted, content)
+    return _row(
+        SCORED,
+        checked,
+        what,
+        scored=scored,
         scores=scores,
         radiologists=radiologists,
         gold_raters=raters,
         gold_sha256=hashes.get("gold"),
-        content_sha256=content,
         result_json=body,
         given=given(entry),
     )
@@ -375,24 +370,11 @@ def _input_hashes(inputs: dict) -> dict[str, str | None]:
 def from_failure(reason: object, entry: Entry, *, scored: str | None = None) -> Record:
     """A submission that could not be scored, with the reason (one short line: the participant
     reads it)."""
-    submitter, model, institution, link, submitted, content = check_entry(entry)
+    checked = check_entry(entry)
     why = shorten(text(reason, "reason", lenient=True) or "")
     if not why:
         raise HostError("reason: expected why the submission failed, found nothing")
-    return Record(
-        identity=identity(FAILED, submitter, content, submitted, why),
-        submitter=submitter,
-        model=model,
-        institution=institution,
-        link=link,
-        submitted=submitted or now_iso(),
-        scored=scored or now_iso(),
-        status=FAILED,
-        reason=why,
-        scores=NO_SCORES,
-        content_sha256=content,
-        given=given(entry),
-    )
+    return _row(FAILED, checked, why, scored=scored, reason=why, scores=NO_SCORES, given=given(entry))
 
 
 def from_import(
@@ -412,21 +394,35 @@ def from_import(
     `source` says whose intervals these are (schema.CODALAB: the official script's); only a
     CodaLab entry may be anonymous (the MURA page showed entries without a user name)."""
     submitter, model, institution, link, submitted, content = check_entry(entry, anonymous=source == CODALAB)
-    submitted = submitted or now_iso()
+    checked = (submitter, model, institution, link, submitted or now_iso(), content)
+    return _row(SCORED, checked, what, scored=scored, dated=dated, scores=scores, note=note, source=source)
+
+
+def _row(
+    status: str,
+    checked: tuple[str | None, str | None, str | None, str | None, str | None, str | None],
+    what: object,
+    *,
+    scored: str | None,
+    dated: bool = True,
+    **fields,
+) -> Record:
+    """A row from check_entry's fields and the rest of its `fields`: its identity is the status,
+    the submitter, the content hash, the submission date (with `dated`) and `what` was scored
+    (or why it failed)."""
+    submitter, model, institution, link, submitted, content = checked
+    fields.setdefault("reason", None)
     return Record(
-        identity=identity(SCORED, submitter, content, submitted if dated else None, what),
+        identity=identity(status, submitter, content, submitted if dated else None, what),
         submitter=submitter,
         model=model,
         institution=institution,
         link=link,
-        submitted=submitted,
-        scored=scored,
-        status=SCORED,
-        reason=None,
-        scores=scores,
+        submitted=submitted or now_iso(),
+        scored=scored or now_iso(),
+        status=status,
         content_sha256=content,
-        note=note,
-        source=source,
+        **fields,
     )
 
 

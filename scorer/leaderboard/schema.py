@@ -160,6 +160,25 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE submissions_v1")
 
 
+# The version 2 table's columns (frozen: what the v1 -> v2 step writes and the v2 -> v3 step copies).
+_V2_COLUMNS = (
+    "id",
+    "identity",
+    "submitter",
+    "model",
+    "institution",
+    "link",
+    "submitted",
+    "scored",
+    "status",
+    "reason",
+    *SCORE_COLUMNS,
+    "gold_raters",
+    "gold_sha256",
+    "content_sha256",
+)
+
+
 def _copy_v1_row(conn: sqlite3.Connection, row: tuple) -> None:
     (
         sid,
@@ -189,12 +208,8 @@ def _copy_v1_row(conn: sqlite3.Connection, row: tuple) -> None:
     if result is not None:
         inputs = _json(result, sid, "result").get("inputs") or {}
         gold_sha = (inputs.get("gold") or {}).get("sha256")
-    columns = ", ".join(SCORE_COLUMNS)
-    marks = ", ".join("?" * len(SCORE_COLUMNS))
     conn.execute(
-        "INSERT INTO submissions (id, identity, submitter, model, institution, link, submitted, "
-        f"scored, status, reason, {columns}, gold_raters, gold_sha256, content_sha256) "
-        f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {marks}, ?, ?, ?)",
+        f"INSERT INTO submissions ({', '.join(_V2_COLUMNS)}) VALUES ({', '.join('?' * len(_V2_COLUMNS))})",
         (
             sid,
             identity,
@@ -245,24 +260,7 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
         raise RuntimeError(
             "the version 2 -> 3 migration needs foreign keys off (open_store turns them on after)"
         )
-    kept = ", ".join(
-        (
-            "id",
-            "identity",
-            "submitter",
-            "model",
-            "institution",
-            "link",
-            "submitted",
-            "scored",
-            "status",
-            "reason",
-            *SCORE_COLUMNS,
-            "gold_raters",
-            "gold_sha256",
-            "content_sha256",
-        )
-    )
+    kept = ", ".join(_V2_COLUMNS)
     conn.execute(
         _statements(SUBMISSIONS)[0].replace("CREATE TABLE submissions", "CREATE TABLE submissions_v3", 1)
     )
