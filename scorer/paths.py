@@ -44,6 +44,11 @@ def type_key(study_type: str) -> str:
     return study_type.capitalize()
 
 
+# The groups a submission is scored in, as the score keys name them, overall first (the
+# leaderboard's and Codabench's column order): Overall, Elbow, ..., Wrist.
+GROUPS: tuple[str, ...] = (OVERALL, *(type_key(t) for t in STUDY_TYPES))
+
+
 def normalize_study(text: str) -> str:
     """The canonical spelling of a study path: no surrounding blanks, no leading `./`, and
     exactly one trailing slash. `./a/b` and ` a/b/ ` both become `a/b/`."""

@@ -164,6 +164,18 @@ RULES = (
         ("scorer/harness/progress.py", "scorer.codabench.layout"),
     ),
     Rule(
+        "the leaderboard reads only Codabench's board layout from its room (which builds on the leaderboard)",
+        lambda module: within(module, "scorer.leaderboard"),
+        lambda name: within(name, "scorer.codabench") and not within(name, "scorer.codabench.layout"),
+        ("scorer/leaderboard/codabench.py", "scorer.codabench.bundle"),
+    ),
+    Rule(
+        "Codabench's board layout uses only the scoring core (the leaderboard reads it)",
+        lambda module: within(module, "scorer.codabench.layout"),
+        lambda name: within(name, *ROOMS) and not within(name, "scorer.codabench.layout"),
+        ("scorer/codabench/layout.py", "scorer.leaderboard.schema"),
+    ),
+    Rule(
         "the participants' side uses only the scorer's core (paths, formats, errors, files)",
         lambda module: within(module, "reference_model", "submission"),
         lambda name: within(name, *ROOMS),

@@ -21,7 +21,7 @@ from scorer.codabench import bundle as bundle_module
 from scorer.codabench import programs
 from scorer.codabench.layout import COLUMNS
 from scorer.formats import read_gold
-from scorer.leaderboard.schema import GROUPS
+from scorer.paths import GROUPS
 
 N_TEST, N_VALID = 21, 9
 # What compute_worker.py requires of a program folder, and the unpacker of a fact sheet question.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scorer.leaderboard.schema import GROUPS
+from scorer.paths import GROUPS
 
 PARTS = ("Mean", "Lower", "Upper")  # the official score keys' suffixes: kappa and its interval
 LEADERBOARD = {"title": "Results", "key": "main"}

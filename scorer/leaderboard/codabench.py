@@ -25,7 +25,7 @@ from scorer.files import read_file
 from scorer.leaderboard import records
 from scorer.leaderboard.codalab import Skipped
 from scorer.leaderboard.records import Entry, EntryError, Record
-from scorer.leaderboard.schema import GROUPS
+from scorer.paths import GROUPS
 
 _BOARD = re.compile(r"^(?P<board>.*) - (?P<phase>.*)\((?P<id>\d+)\)$")
 _SUBMISSION = re.compile(r"^(?P<owner>.+)-(?P<id>\d+)$")

@@ -18,7 +18,8 @@ from pathlib import Path
 from scorer.errors import HostError
 from scorer.leaderboard import records
 from scorer.leaderboard.records import Entry, Record
-from scorer.leaderboard.schema import CODALAB, GROUPS
+from scorer.leaderboard.schema import CODALAB
+from scorer.paths import GROUPS
 
 # A link at the end, after a space or the `)` (the MURA page's script took the text from the
 # last `http`); a `www.` address counts too and gets `http://` in front.

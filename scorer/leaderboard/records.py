@@ -15,7 +15,8 @@ from typing import TypeVar
 
 from scorer.errors import HostError, shorten
 from scorer.files import read_file
-from scorer.leaderboard.schema import CODALAB, GROUPS, KIT
+from scorer.leaderboard.schema import CODALAB, KIT
+from scorer.paths import GROUPS
 
 SCORED, FAILED = "scored", "failed"
 DETAILS = ("model", "institution", "link")  # what re-adding the same record may correct

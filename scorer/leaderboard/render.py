@@ -18,7 +18,8 @@ from urllib.parse import quote
 from scorer.html import escape, interval, number, page, table
 from scorer.leaderboard.plot import CODALAB_MARK
 from scorer.leaderboard.rank import Board, Radiologist, Scored
-from scorer.leaderboard.schema import CODALAB, GROUPS, SCORE_COLUMNS
+from scorer.leaderboard.schema import CODALAB, SCORE_COLUMNS
+from scorer.paths import GROUPS
 
 JSON_FORMAT = "mura-kit leaderboard v2"
 TITLE = "MURA leaderboard"  # the HTML page's title unless --title gives one

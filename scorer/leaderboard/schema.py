@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable
 
 from scorer.errors import HostError
-from scorer.paths import OVERALL, STUDY_TYPES, type_key
+from scorer.paths import GROUPS, OVERALL
 
 APPLICATION_ID = 0x4D555241  # "MURA"
 FORMAT = "mura-kit leaderboard"
@@ -23,8 +23,6 @@ VERSION = 3
 # interval), or a CodaLab dump (the official script's interval: its standard error without the
 # square root, about 30 times too narrow; SPEC §4 (b)).
 KIT, CODALAB = "kit", "codalab"
-
-GROUPS: tuple[str, ...] = (OVERALL, *(type_key(t) for t in STUDY_TYPES))  # Overall, Elbow, ..., Wrist
 
 
 def score_columns(group: str) -> tuple[str, str, str]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from scorer.errors import HostError
 from scorer.leaderboard import records, schema
 from scorer.leaderboard.records import Entry, Record  # Entry: imported from here too (README)
+from scorer.paths import GROUPS
 
 # `--db`'s default: $MURA_LEADERBOARD, else leaderboard.sqlite in the current folder.
 ENV_VAR = "MURA_LEADERBOARD"
@@ -213,7 +214,7 @@ class Store:
         best = self.query(
             "SELECT submission_id, name FROM radiologists WHERE grp = ? AND kappa IS NOT NULL "
             "ORDER BY kappa DESC, submission_id, name LIMIT 1",
-            (schema.GROUPS[0],),
+            (GROUPS[0],),
         )
         if not best:
             return None
@@ -231,8 +232,7 @@ class Store:
             found.setdefault(rater, {})[group] = tuple(values)
         missing = (None, None, None)
         return name, {
-            rater: tuple(v for g in schema.GROUPS for v in groups.get(g, missing))
-            for rater, groups in found.items()
+            rater: tuple(v for g in GROUPS for v in groups.get(g, missing)) for rater, groups in found.items()
         }
 
     def _unreadable(
