@@ -218,12 +218,18 @@ def bundle(checkpoints: tuple[Path, ...], out: Path, threshold: float, tta_hflip
 )
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when there is one).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="CPU engine; auto: the fastest measured for this CPU's kind (bench/README.md).",
+)
 @click.option(
     "--batch-size",
     type=int,
     default=None,
-    help="Images per batch (default: 4 with ONNX Runtime, 16 with torch on CPU, 64 on GPU).",
+    help="Images per batch (default: 8 with OpenVINO, 4 with ONNX Runtime, 16 with torch on CPU, 64 on GPU).",
 )
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."

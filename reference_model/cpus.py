@@ -1,5 +1,5 @@
-"""How many CPUs this process may really use: the one answer for synth's workers and
-predict's threads.
+"""What CPUs this process runs on: how many it may really use (the one answer for synth's
+workers and predict's threads) and which instructions they have (predict's choice of engine).
 
 `os.cpu_count()` reports the machine's CPUs; a container started with `docker --cpus 2` on a
 64-core host may use two. Both limits count: the affinity mask (taskset, cpusets) and the
@@ -13,6 +13,7 @@ from pathlib import Path
 
 CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
 CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
+CPUINFO = Path("/proc/cpuinfo")
 
 
 def available_cpus() -> int:
@@ -38,3 +39,37 @@ def cgroup_quota() -> int | None:
     if quota in ("max", "-1") or not quota.lstrip("-").isdigit() or not period.isdigit() or int(period) == 0:
         return None
     return max(1, -(-int(quota) // int(period)))
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them (`avx2`, `avx512_bf16`, `amx_bf16`, ...);
+    empty where there is no /proc/cpuinfo. Reading them costs well under a millisecond: the
+    engine is chosen from them, not by timing at start-up."""
+    try:
+        with CPUINFO.open(encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes in bfloat16 natively: AMX or AVX512-BF16 (not emulated)."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def cpu_kind(flags: frozenset[str] | None = None) -> str:
+    """The kind of CPU, as the benchmarks tell machines apart: `AMX`, `AVX512-BF16` (no AMX),
+    `AVX-512` (no bf16), `AVX2` or `older`."""
+    flags = cpu_flags() if flags is None else flags
+    for kind, flag in (
+        ("AMX", "amx_bf16"),
+        ("AVX512-BF16", "avx512_bf16"),
+        ("AVX-512", "avx512f"),
+        ("AVX2", "avx2"),
+    ):
+        if flag in flags:
+            return kind
+    return "older"

@@ -31,7 +31,7 @@ import numpy as np
 
 from reference_model.aggregation import study_label
 from reference_model.bundle import BundleError, Manifest, read_manifest
-from reference_model.cpus import available_cpus
+from reference_model.cpus import available_cpus, cpu_kind
 from reference_model.engines import Engine, choose_engine
 from reference_model.errors import PredictError, counted, print_warning, printable
 from reference_model.inputs import Study, batches, read_input
@@ -51,13 +51,15 @@ class Summary:
     unreadable: int
     fallback: int
     seconds: float
-    backend: str
+    backend: str  # the engine's name
+    why: str = ""  # why this engine: `chosen for this AVX512-BF16 CPU` when --backend auto chose
 
     def line(self) -> str:
         rate = self.images / self.seconds if self.seconds > 0 else 0.0
+        backend = f"{self.backend}, {self.why}" if self.why else self.backend
         return (
             f"predicted {self.studies} studies from {self.images} images in {self.seconds:.1f} s "
-            f"({rate:.1f} images/s, {self.backend}); {counted(self.unreadable, 'unreadable image')}, "
+            f"({rate:.1f} images/s, {backend}); {counted(self.unreadable, 'unreadable image')}, "
             f"{counted(self.fallback, 'study', 'studies')} given the fallback"
         )
 
@@ -93,9 +95,11 @@ def predict(
         engine = choose_engine(
             bundle_path, manifest, backend=backend, device=device, precision=precision, threads=cpus
         )
-    # On CPU one decoding thread keeps ahead of the network (decoding is ~5% of the work);
-    # more would take cores from the arithmetic. A GPU needs several to be kept busy.
-    threads = min(8, cpus) if engine.name.startswith("torch cuda") else 1
+    on_gpu = engine.name.startswith("torch cuda")
+    # On CPU one decoding thread keeps ahead of the network: a 512 px MURA view decodes in about
+    # 3 ms, so at 26 images/s (OpenVINO bf16, 2 cores) it is busy 8% of the time, and a second
+    # thread measured no faster (bench/README.md, "the split"). A GPU needs several.
+    threads = min(8, cpus) if on_gpu else 1
     bar = _progress_bar(len(images), progress)
     unreadable = predict_views(
         engine, manifest, images, studies, batch_size or engine.batch_size, threads, bar, warn
@@ -103,7 +107,9 @@ def predict(
     bar.close()
     labels, probs, fallback = study_rows(studies, manifest.threshold, warn)
     write_answers(dict(zip(targets, (labels, probs))))
-    return Summary(len(studies), len(images), unreadable, fallback, time.perf_counter() - start, engine.name)
+    why = f"chosen for this {cpu_kind()} CPU" if backend == "auto" and not on_gpu else ""
+    seconds = time.perf_counter() - start
+    return Summary(len(studies), len(images), unreadable, fallback, seconds, engine.name, why)
 
 
 def check_targets(output_csv: Path, probabilities: Path | None) -> list[Path]:
@@ -140,15 +146,19 @@ def predict_views(
     warn: Callable[[str], None],
 ) -> int:
     """Add each readable view's probability to its study's mean; return how many images were
-    unreadable (each with a warning naming its study)."""
+    unreadable (each with a warning naming its study). Each batch is started before the one
+    before it is waited for, so an engine that runs in the background (OpenVINO) never idles
+    between batches; warnings still come in input order."""
     owner = np.empty(len(images), dtype=np.int64)  # image index -> study index
     for s, study in enumerate(studies):
         owner[study.images] = s
     size, mean, std = manifest.input_size, manifest.mean, manifest.std
     unreadable = 0
-    for batch, kept, failed in batches(images, lambda p: decode(p, size, mean, std), batch_size, threads):
-        if batch is not None:
-            views, unfinished = view_probabilities(engine, batch, manifest.tta_hflip)
+
+    def finish(waits: list, kept: list[int], failed: list[tuple[int, str]]) -> None:
+        nonlocal unreadable
+        if waits:
+            views, unfinished = view_probabilities([wait() for wait in waits])
             for index, p, members in zip(kept, views.tolist(), unfinished):
                 if members:
                     failed.append((index, f"{printable(images[index])}: {_not_finite(members)}"))
@@ -158,25 +168,38 @@ def predict_views(
             unreadable += 1
             warn(f"{reason}; study {printable(studies[owner[index]].key)} is predicted from its other views")
         bar.update(len(kept) + len(failed))
+
+    previous = None
+    for batch, kept, failed in batches(images, lambda p: decode(p, size, mean, std), batch_size, threads):
+        started = (start_views(engine, batch, manifest.tta_hflip) if batch is not None else [], kept, failed)
+        if previous is not None:
+            finish(*previous)
+        previous = started
+    if previous is not None:
+        finish(*previous)
     return unreadable
 
 
-def view_probabilities(
-    engine: Engine, batch: np.ndarray, tta_hflip: bool
-) -> tuple[np.ndarray, list[list[int]]]:
-    """Each view's probability, the mean over the members (and over the mirror image with
-    `tta_hflip`), and for each view the members (numbered from 1) that returned NaN or
-    infinity. Such a view is unreadable: one member's NaN would make its study's mean NaN, and
-    averaging over the other members would hide that a member gave no answer."""
-    outputs = engine(batch)
-    members = outputs.shape[1]
+def start_views(engine: Engine, batch: np.ndarray, tta_hflip: bool) -> list[Callable[[], np.ndarray]]:
+    """Start the ensemble on `batch` (and on its mirror image with `tta_hflip`)."""
+    waits = [engine.start(batch)]
     if tta_hflip:
-        outputs = np.concatenate([outputs, engine(np.ascontiguousarray(batch[:, :, ::-1, :]))], axis=1)
-    finite = np.isfinite(outputs)
+        waits.append(engine.start(np.ascontiguousarray(batch[:, :, ::-1, :])))
+    return waits
+
+
+def view_probabilities(outputs: list[np.ndarray]) -> tuple[np.ndarray, list[list[int]]]:
+    """Each view's probability, the mean over the members (and over the mirror image with
+    `tta_hflip`: a second output), and for each view the members (numbered from 1) that returned
+    NaN or infinity. Such a view is unreadable: one member's NaN would make its study's mean NaN,
+    and averaging over the other members would hide that a member gave no answer."""
+    members = outputs[0].shape[1]
+    joined = np.concatenate(outputs, axis=1)
+    finite = np.isfinite(joined)
     unfinished = [
         [] if row.all() else sorted({int(j) % members + 1 for j in np.flatnonzero(~row)}) for row in finite
     ]
-    return np.where(finite, outputs, 0.0).mean(axis=1), unfinished
+    return np.where(finite, joined, 0.0).mean(axis=1), unfinished
 
 
 def _not_finite(members: list[int]) -> str:

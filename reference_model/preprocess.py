@@ -29,9 +29,11 @@ class ImageError(Exception):
     """One image that cannot be read (missing, empty, truncated, not an image, too large)."""
 
 
-def load_image(path: str | Path):
+def load_image(path: str | Path, keep_grey: bool = False):
     """A radiograph as an 8-bit RGB PIL image, upright, whatever the file holds (8- or 16-bit
     greyscale, float, RGB, RGBA, palette, ...): the one reader of training, prediction and CAM.
+    With `keep_grey` a greyscale image (MURA's are) stays one 8-bit band, mode L: `to_input`
+    gives the same array for it as for its RGB copy, from a third of the resizing work.
     An EXIF orientation tag is applied (a camera or an export may store the pixels turned, with
     a tag saying how to show them). Raises ImageError, with a short message, for anything that
     is not a readable image: whatever fails while one image is decoded ends that image, not the
@@ -49,7 +51,7 @@ def load_image(path: str | Path):
                 )
             image.load()  # decode now: truncated files fail here, not later
             ImageOps.exif_transpose(image, in_place=True)
-            return _to_rgb(image, name)
+            return _to_rgb(image, name, keep_grey)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -65,12 +67,14 @@ def load_image(path: str | Path):
         raise ImageError(f"{name} cannot be decoded ({type(exc).__name__}: {printable(str(exc))})") from None
 
 
-def _to_rgb(image, name: str):
+def _to_rgb(image, name: str, keep_grey: bool = False):
     from PIL import Image
 
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         image = Image.fromarray(_to_8_bits(np.asarray(image, dtype=np.float32), name, image.mode == "F"))
-    elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if keep_grey and image.mode == "L":
+        return image  # loaded: its pixels outlive the file
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA").convert("RGB")  # drop the alpha channel
     return image.convert("RGB")
 
@@ -101,12 +105,16 @@ def _to_8_bits(array: np.ndarray, name: str, floating: bool = False) -> np.ndarr
 def to_input(
     image, size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> np.ndarray:
-    """An RGB PIL image as the network sees it: (size, size, 3) float32, normalised, HWC."""
+    """An RGB (or greyscale, mode L) PIL image as the network sees it: (size, size, 3) float32,
+    normalised, HWC. A grey band is resized once and repeated into the three channels: PIL
+    resizes each band of an RGB image alike, so the numbers are those of its RGB copy."""
     from PIL import Image
 
     if image.size != (size, size):
         image = image.resize((size, size), Image.BILINEAR)
     array = np.asarray(image, dtype=np.float32) / 255.0
+    if array.ndim == 2:
+        array = array[..., None]
     return (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
@@ -114,7 +122,7 @@ def decode(
     path: str | Path, size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> np.ndarray:
     """One view read from its file as the network sees it (prediction's fast path)."""
-    return to_input(load_image(path), size, mean, std)
+    return to_input(load_image(path, keep_grey=True), size, mean, std)
 
 
 def transform(

@@ -127,12 +127,12 @@ INSPECT = """
 import importlib, json
 from importlib.metadata import version
 import torch, torchvision
-for module in ("onnx", "onnxruntime", "PIL", "tqdm", "numpy", "scorer", "reference_model"):
+for module in ("onnx", "onnxruntime", "openvino", "PIL", "tqdm", "numpy", "scorer", "reference_model"):
     importlib.import_module(module)
 print(json.dumps({
     "torch": version("torch"), "torchvision": version("torchvision"),
     "modules": [torch.__version__, torchvision.__version__, torch.__doc__, torchvision.__doc__],
-    "onnxruntime": version("onnxruntime"), "mura-kit": version("mura-kit"),
+    "onnxruntime": version("onnxruntime"), "openvino": version("openvino"), "mura-kit": version("mura-kit"),
 }))
 """
 
@@ -153,7 +153,7 @@ def test_the_model_extra_keeps_the_base_images_torch_and_torchvision(run_label, 
         "A stand-in for the real torch.",
         "A stand-in for the real torchvision.",
     ]
-    assert found["onnxruntime"] and found["mura-kit"]  # the rest of the model extra, from PyPI
+    assert found["onnxruntime"] and found["openvino"] and found["mura-kit"]  # the rest of the model extra
     assert "keeping the base image's torch 2.3.0, torchvision 0.18.0" in build.stdout
 
 

@@ -649,3 +649,22 @@ def test_validation_and_predict_call_a_study_by_one_rule():
     assert study_kappa(records, views) == pytest.approx(
         float(cohen_kappa(*confusion_counts([1, 1, 0], [1, 0, 0])))
     )
+
+
+def test_prediction_reads_a_grey_view_as_one_band_with_the_numbers_of_its_rgb_copy(tmp_path):
+    """predict decodes a greyscale view (8- or 16-bit) without making it RGB first, resizing one
+    band instead of three: the array the network gets is exactly that of the view's RGB copy,
+    at a smaller size, the same size, and a larger one."""
+    from reference_model.preprocess import decode, to_input
+
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, size=(37, 53), dtype=np.uint8)
+    deep = rng.integers(0, 65536, size=(37, 53)).astype(np.uint16)
+    for name, pixels in (("grey.png", grey), ("deep.png", deep)):
+        path = tmp_path / name
+        Image.fromarray(pixels).save(path)
+        assert load_image(path, keep_grey=True).mode == "L" and load_image(path).mode == "RGB"
+        for size in (16, 53, 97):
+            fast = decode(path, size)
+            assert fast.shape == (size, size, 3) and fast.dtype == np.float32
+            assert np.array_equal(fast, to_input(load_image(path), size)), (name, size)

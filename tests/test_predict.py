@@ -150,11 +150,8 @@ def test_the_contract_format_order_and_probabilities(data, bundle, reference, tm
     assert "predicted 24 studies from" in proc.stderr and "images/s" in proc.stderr
 
 
-@pytest.mark.skipif(any(Path("/dev").glob("nvidia[0-9]*")), reason="a GPU: predict asks torch about CUDA")
-def test_predict_on_onnx_runtime_never_imports_torch(data, bundle, tmp_path):
-    """predict.py runs `mura predict`'s command (reference_model.cli), which imports its work
-    when it runs: the default CPU path, ONNX Runtime, is spared torch's import (seconds)."""
-    (tmp_path / "input.csv").write_text("\n".join(image_lines(data)) + "\n")
+def run_probed(args: list, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """predict.py with `args`, reporting on stderr its exit code and whether torch was imported."""
     probe = (
         "import runpy, sys\n"
         "predict, sys.argv = sys.argv[1], ['predict.py', *sys.argv[2:]]\n"
@@ -162,15 +159,47 @@ def test_predict_on_onnx_runtime_never_imports_torch(data, bundle, tmp_path):
         "except SystemExit as stop:\n    print('EXIT', stop.code, file=sys.stderr)\n"
         "print('LOADED', sorted({'torch', 'torchvision'} & set(sys.modules)), file=sys.stderr)\n"
     )
-    args = [tmp_path / "input.csv", tmp_path / "o.csv", "--bundle", bundle]
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", probe, str(PREDICT), *map(str, args)],
-        cwd=data,
-        env=ENV,
+        cwd=cwd,
+        env=env or ENV,
         capture_output=True,
         text=True,
     )
-    assert "onnxruntime fp32" in proc.stderr and "LOADED []" in proc.stderr, proc.stderr
+
+
+def without_openvino(tmp_path: Path) -> dict:
+    """predict.py's environment with an `openvino` that fails to import, as a broken install does."""
+    fake = tmp_path / "broken-openvino"
+    (fake / "openvino").mkdir(parents=True)
+    (fake / "openvino" / "__init__.py").write_text(
+        "raise ImportError('libopenvino.so: cannot open shared object')\n"
+    )
+    return {**ENV, "PYTHONPATH": f"{fake}{os.pathsep}{ENV['PYTHONPATH']}"}
+
+
+@pytest.mark.skipif(any(Path("/dev").glob("nvidia[0-9]*")), reason="a GPU: predict asks torch about CUDA")
+def test_the_default_cpu_engine_is_chosen_for_the_cpu_and_never_imports_torch(data, bundle, tmp_path):
+    """predict.py runs `mura predict`'s command (reference_model.cli), which imports its work
+    when it runs: the default CPU engines, OpenVINO and ONNX Runtime (in the order the CPU's
+    kind decides), are spared torch's import (seconds); with one of them broken the other runs.
+    The summary line says which engine ran and that it was chosen for this CPU."""
+    from reference_model.cpus import cpu_kind
+    from reference_model.engines import auto_order
+
+    (tmp_path / "input.csv").write_text("\n".join(image_lines(data)) + "\n")
+    args = [tmp_path / "input.csv", tmp_path / "o.csv", "--bundle", bundle]
+    chosen = f"chosen for this {cpu_kind()} CPU)"
+    first = ENGINE_NAMES[auto_order("fp32")[0]]
+    proc = run_probed(args, cwd=data)
+    assert f"images/s, {first}, {chosen}" in proc.stderr and "LOADED []" in proc.stderr, proc.stderr
+    proc = run_probed(args, cwd=data, env=without_openvino(tmp_path))
+    assert f"images/s, onnxruntime fp32, {chosen}" in proc.stderr and "LOADED []" in proc.stderr, proc.stderr
+    for backend in ("onnx", "openvino"):  # asked for: no "chosen"
+        proc = run_probed([*args, "--backend", backend], cwd=data)
+        assert f"images/s, {ENGINE_NAMES[backend]});" in proc.stderr and "LOADED []" in proc.stderr, (
+            proc.stderr
+        )
 
 
 def test_messy_input_gives_the_same_answer(data, bundle, reference, tmp_path):
@@ -309,7 +338,13 @@ def test_bad_images_are_warnings_and_every_study_gets_a_row(data, bundle, refere
         ("edited input size, torch", "the manifest was edited after `mura bundle` wrote it"),
         ("onnx of another input size", "takes images of 32x32 pixels, but manifest.json says input_size 64"),
         ("onnx of another member count", "returns 2 probabilities per image"),
-        ("corrupt onnx, matching sha", "cannot be loaded by ONNX Runtime"),
+        ("corrupt onnx, matching sha", "cannot be loaded by OpenVINO"),
+        ("corrupt onnx, matching sha, onnx runtime", "cannot be loaded by ONNX Runtime"),
+        # Forcing an engine this machine lacks: a broken install, ONNX Runtime in bf16, and
+        # OpenVINO bf16 where OpenVINO may not use bf16 (its own ISA cap, or a CPU without bf16).
+        ("openvino not importable", "--backend openvino cannot be used: openvino cannot be imported ("),
+        ("onnx runtime in bf16", "--backend onnx cannot be used: ONNX Runtime runs fp32 only"),
+        ("openvino bf16 capped at AVX2", "; use --precision fp32"),
         ("device typo", "--device 'banana' is not a device"),
         ("device cuda without a gpu", "no GPU is available here"),
         ("output in /proc", "cannot write output file /proc/out.csv"),
@@ -329,7 +364,7 @@ def test_unusable_input_bundle_option_or_output_is_exit_2_and_no_output(
     inp.write_text("\n".join(image_lines(data)[:5]) + "\n")
     b = tmp_path / "bundle"
     shutil.copytree(bundle, b)
-    out, extra = tmp_path / "output.csv", []
+    out, extra, env = tmp_path / "output.csv", [], None
     if case == "no input":
         inp.unlink()
     elif case == "empty input":
@@ -353,9 +388,16 @@ def test_unusable_input_bundle_option_or_output_is_exit_2_and_no_output(
         edit_manifest(b, lambda m: m.update(input_size=64))
     elif case == "onnx of another member count":
         edit_manifest(b, lambda m: m.update(members=m["members"][:1]))
-    elif case == "corrupt onnx, matching sha":
+    elif case.startswith("corrupt onnx, matching sha"):
         (b / "ensemble.onnx").write_bytes(b"\x08\x07 not a protobuf" * 100)
         edit_manifest(b, lambda m: m["onnx"].update(sha256=file_sha256(b / "ensemble.onnx")))
+        extra = ["--backend", "onnx"] if case.endswith("onnx runtime") else []
+    elif case == "openvino not importable":
+        extra, env = ["--backend", "openvino"], without_openvino(tmp_path)
+    elif case == "onnx runtime in bf16":
+        extra = ["--backend", "onnx", "--precision", "bf16"]
+    elif case == "openvino bf16 capped at AVX2":
+        extra, env = ["--backend", "openvino", "--precision", "bf16"], {**ENV, "OV_CPU_MAX_ISA": "AVX2"}
     elif case == "device typo":
         extra = ["--device", "banana"]
     elif case == "device cuda without a gpu":
@@ -369,7 +411,7 @@ def test_unusable_input_bundle_option_or_output_is_exit_2_and_no_output(
     else:
         (tmp_path / "file").write_text("")
         out = tmp_path / "file" / "output.csv"
-    proc = run([inp, out, "--bundle", b, *extra], cwd=data)
+    proc = run([inp, out, "--bundle", b, *extra], cwd=data, env=env)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1  # one line
@@ -474,14 +516,27 @@ def test_absolute_paths_under_a_symlinked_working_directory_come_out_relative(da
     assert len(warned) == 1 and "2 absolute image paths are not under the working directory" in warned[0]
 
 
-def test_fp32_is_the_same_batched_or_one_image_at_a_time_on_both_backends(
+ENGINE_NAMES = {"openvino": "openvino fp32", "onnx": "onnxruntime fp32", "torch": "torch cpu fp32"}
+
+
+def test_every_fp32_engine_gives_torchs_probabilities_batched_or_one_image_at_a_time(
     data, bundle, tmp_path, monkeypatch
 ):
+    """OpenVINO (a batch split over its streams: 8 as 4 + 4, 7 as 4 + 3, 1 alone), ONNX Runtime
+    and torch, exact: within 1e-5 of torch fp32 for every study."""
     monkeypatch.chdir(data)
     inp = tmp_path / "input.csv"
     inp.write_text("\n".join(image_lines(data)) + "\n")
     results = {}
-    for backend, batch in (("onnx", 16), ("onnx", 1), ("torch", 7), ("torch", 1)):
+    for backend, batch in (
+        ("torch", 7),
+        ("torch", 1),
+        ("openvino", 8),
+        ("openvino", 7),
+        ("openvino", 1),
+        ("onnx", 16),
+        ("onnx", 1),
+    ):
         probs = tmp_path / f"{backend}-{batch}.csv"
         summary = predict(
             inp,
@@ -492,11 +547,11 @@ def test_fp32_is_the_same_batched_or_one_image_at_a_time_on_both_backends(
             batch_size=batch,
             progress=False,
         )
-        assert summary.backend.startswith("onnxruntime" if backend == "onnx" else "torch cpu fp32")
+        assert summary.backend == ENGINE_NAMES[backend]
         results[(backend, batch)] = np.array([float(p) for _, p in rows(probs)])
-    first = results[("onnx", 16)]
+    torch_fp32 = results[("torch", 7)]
     for key, values in results.items():
-        assert np.abs(values - first).max() <= 1e-5, key
+        assert np.abs(values - torch_fp32).max() <= 1e-5, key
 
 
 def test_tta_hflip_averages_each_view_with_its_mirror_image(data, bundle, tmp_path, monkeypatch):
@@ -569,23 +624,94 @@ def test_runs_from_another_directory_with_the_default_or_an_overridden_bundle(
     assert rows(tmp_path / "out3.csv") == expected
 
 
-def test_bf16_stays_close_to_fp32(data, bundle, reference, tmp_path, monkeypatch):
+def has_bf16(backend: str) -> bool:
+    """Whether this CPU runs `backend` in bf16 (the checks predict makes itself)."""
+    if backend == "openvino":
+        from reference_model.cpus import cpu_has_native_bf16
+
+        return cpu_has_native_bf16()
     import torch
 
     from reference_model.engines import cpu_has_bf16
 
-    if not cpu_has_bf16(torch):
+    return cpu_has_bf16(torch)
+
+
+@pytest.mark.parametrize("backend", ["auto", "openvino", "torch"])
+def test_bf16_stays_within_5e_3_of_torch_fp32(data, bundle, tmp_path, monkeypatch, backend):
+    """`--precision bf16` on OpenVINO (by default, where the CPU has AMX or AVX512-BF16) or
+    torch: each study's probability within 5e-3 of torch fp32's, and not equal to it (bf16 ran)."""
+    if not has_bf16("openvino" if backend == "auto" else backend):
         pytest.skip("this CPU has no bfloat16 support")
     monkeypatch.chdir(data)
     inp = tmp_path / "input.csv"
     inp.write_text("\n".join(image_lines(data)) + "\n")
-    summary = predict(
-        inp, tmp_path / "o.csv", bundle, probabilities=tmp_path / "p.csv", precision="bf16", progress=False
-    )
-    assert summary.backend == "torch cpu bf16"
-    probs = {s: float(p) for s, p in rows(tmp_path / "p.csv")}
-    diff = max(abs(probs[s] - reference[s]) for s in reference)
-    assert 0 < diff < 0.05
+    answers = {}
+    for precision, engine in (("fp32", "torch"), ("bf16", backend)):
+        summary = predict(
+            inp,
+            tmp_path / "o.csv",
+            bundle,
+            probabilities=tmp_path / "p.csv",
+            precision=precision,
+            backend=engine,
+            progress=False,
+        )
+        answers[precision] = {s: float(p) for s, p in rows(tmp_path / "p.csv")}
+    assert summary.backend == ("torch cpu bf16" if backend == "torch" else "openvino bf16")
+    diff = max(abs(answers["bf16"][s] - answers["fp32"][s]) for s in answers["fp32"])
+    assert 0 < diff <= 5e-3
+
+
+AVX2_ONLY = "flags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 avx fma avx2 bmi2\n"
+AVX512_BF16 = AVX2_ONLY.replace("bmi2", "bmi2 avx512f avx512bw avx512_bf16")
+
+
+def fake_cpuinfo(tmp_path: Path, monkeypatch, flags: str) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\n{flags}\nprocessor\t: 1\n{flags}")
+    monkeypatch.setattr("reference_model.cpus.CPUINFO", cpuinfo)
+
+
+def test_the_cpus_flags_decide_the_engine_and_bf16_and_the_summary_line_names_the_cpu(
+    data, bundle, tmp_path, monkeypatch
+):
+    """The rule bench/README.md backs, read from /proc/cpuinfo's flags: fp32 on OpenVINO on an
+    AVX-512 CPU, on ONNX Runtime on an AVX2-only one. On a CPU without bfloat16 instructions
+    forcing OpenVINO bf16 is exit 2 with one line; automatic bf16 falls back to torch where
+    torch takes bf16, else is refused as before. The summary line names the CPU's kind."""
+    from click.testing import CliRunner
+
+    from reference_model import cli, cpus, engines
+
+    monkeypatch.chdir(data)
+    (tmp_path / "input.csv").write_text("\n".join(image_lines(data)[:6]) + "\n")
+
+    def predict_py(*options: str, torch_bf16: bool = True):
+        monkeypatch.setattr(engines, "cpu_has_bf16", lambda torch: torch_bf16)
+        args = [str(tmp_path / "input.csv"), str(tmp_path / "o.csv"), "--bundle", str(bundle), *options]
+        return CliRunner().invoke(cli.predict, args)
+
+    fake_cpuinfo(tmp_path, monkeypatch, AVX512_BF16)
+    assert cpus.cpu_kind() == "AVX512-BF16" and cpus.cpu_has_native_bf16()
+    fp32 = predict_py()
+    assert fp32.exit_code == 0 and "images/s, openvino fp32, chosen for this AVX512-BF16 CPU)" in fp32.stderr
+    (tmp_path / "o.csv").unlink()
+
+    fake_cpuinfo(tmp_path, monkeypatch, AVX2_ONLY)
+    assert cpus.cpu_kind() == "AVX2" and not cpus.cpu_has_native_bf16()
+
+    forced = predict_py("--backend", "openvino", "--precision", "bf16")
+    assert forced.exit_code == 2 and forced.stderr.count("\n") == 1, forced.output
+    assert "OpenVINO runs bf16 only on a CPU with bfloat16 instructions (AMX or AVX512-BF16)" in forced.stderr
+    refused = predict_py("--precision", "bf16", torch_bf16=False)
+    assert refused.exit_code == 2 and "--precision bf16 needs a CPU with bfloat16 support" in refused.stderr
+    assert not (tmp_path / "o.csv").exists()
+    torch_bf16 = predict_py("--precision", "bf16")
+    assert torch_bf16.exit_code == 0, torch_bf16.output
+    assert "images/s, torch cpu bf16, chosen for this AVX2 CPU)" in torch_bf16.stderr
+    fp32 = predict_py()
+    assert fp32.exit_code == 0 and "images/s, onnxruntime fp32, chosen for this AVX2 CPU)" in fp32.stderr
 
 
 def test_a_quoted_image_path_holding_a_comma_is_one_path(data, bundle, reference, tmp_path, monkeypatch):
@@ -731,7 +857,7 @@ def nan_bundle(data, tmp_path_factory) -> tuple[Path, dict[str, float | None]]:
     return out, {line: None if np.isnan(v).any() else float(v.mean()) for line, v in zip(lines, views)}
 
 
-@pytest.mark.parametrize("backend", ["onnx", "torch"])
+@pytest.mark.parametrize("backend", ["openvino", "onnx", "torch"])
 def test_a_member_returning_nan_makes_the_view_unreadable_and_nan_never_reaches_the_output(
     data, nan_bundle, tmp_path, monkeypatch, backend
 ):
@@ -752,7 +878,7 @@ def test_a_member_returning_nan_makes_the_view_unreadable_and_nan_never_reaches_
         progress=False,
         warn=warned.append,
     )
-    assert summary.backend.startswith("onnxruntime" if backend == "onnx" else "torch")
+    assert summary.backend == ENGINE_NAMES[backend]
     assert "nan" not in (tmp_path / "p.csv").read_text().lower()
     nan_views = [image for image, p in expected.items() if p is None]
     assert (summary.unreadable, summary.fallback) == (len(nan_views), len(dead))

@@ -314,7 +314,7 @@ def model_extra() -> tuple[str, ...]:
     try:
         requires = metadata.requires("mura-kit") or []
     except metadata.PackageNotFoundError:  # sources without an install: the extra's core
-        return ("torch", "torchvision", "pillow", "onnxruntime")
+        return ("torch", "torchvision", "pillow", "onnxruntime", "openvino")
     model = (re.match(r"[A-Za-z0-9._-]+", r) for r in requires if re.search(r"extra\s*==\s*.model.", r))
     return tuple(match.group() for match in model if match)
 
