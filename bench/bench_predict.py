@@ -364,6 +364,104 @@ def best_forward(bundle: Path, precision: str, seconds: float, env: dict | None 
     return best
 
 
+def limits(bundle: Path, seconds: float, bf16: bool) -> tuple[float, float | None]:
+    """(a) and (a'), every engine printed; then the AVX2 approximation."""
+    print("(a) forward pass only, ready tensors, fp32:", flush=True)
+    a, a_what = best_forward(bundle, "fp32", seconds)
+    print(f"(a) limit, fp32: {a:.1f} images/s ({a_what})", flush=True)
+    a16 = None
+    if bf16:
+        print("(a') forward pass only, bf16:", flush=True)
+        a16, a16_what = best_forward(bundle, "bf16", seconds)
+        print(f"(a') limit, bf16: {a16:.1f} images/s ({a16_what})", flush=True)
+    print("an AVX2-only CPU, approximated here (OV_CPU_MAX_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX2), fp32:")
+    best_forward(bundle, "fp32", seconds, env=AVX2_ONLY)
+    return a, a16
+
+
+def split(bundle: Path, data: Path, count: int, precisions: tuple[str, ...]) -> None:
+    print("split of the cores: predict's loop, decode threads x OpenVINO streams (x images each):")
+    for precision in precisions:
+        for settings in ("1x8", "2x4"):
+            for decoders in ("1", "2"):
+                args = ("split", str(bundle), str(data), str(count), precision, settings, decoders)
+                result = json.loads(child(*args))
+                print(
+                    f"    {precision}, {decoders} decode threads, {settings.replace('x', ' streams x ')} "
+                    f"images: {result['rate']:6.1f} images/s (load {result['load']:.2f})",
+                    flush=True,
+                )
+
+
+def whole_process(
+    bundle: Path, data: Path, images: list[str], work: Path, a: float, a16: float | None, b: float
+) -> None:
+    """(c), the former default (ONNX Runtime) beside it, and (c') where the CPU has bf16."""
+    c = run_predict(bundle, data, images, work)
+    print(
+        f"(c) predict.py fp32: {c['rate']:.1f} images/s = {c['rate'] / a:.0%} of (a), {c['rate'] / b:.1f}x "
+        f"(b) ({c['engine']}); process wall {c['wall']:.1f} s; load {c['load']:.2f}",
+        flush=True,
+    )
+    fp32 = probabilities(work / "probs.csv")
+    onnx = run_predict(bundle, data, images, work, "--backend", "onnx")
+    print(
+        f"    predict.py fp32 --backend onnx (the default before): {onnx['rate']:.1f} images/s = "
+        f"{onnx['rate'] / a:.0%} of (a); load {onnx['load']:.2f}",
+        flush=True,
+    )
+    if a16 is None:
+        print("(c') predict.py --precision bf16: n/a: this CPU has no bfloat16 support")
+        return
+    c16 = run_predict(bundle, data, images, work, "--precision", "bf16")
+    diff = max(abs(p - fp32[s]) for s, p in probabilities(work / "probs.csv").items())
+    print(
+        f"(c') predict.py --precision bf16: {c16['rate']:.1f} images/s = {c16['rate'] / a16:.0%} of (a'), "
+        f"{c16['rate'] / b:.1f}x (b) ({c16['engine']}); largest study-probability difference "
+        f"against fp32: {diff:.4f}; load {c16['load']:.2f}",
+        flush=True,
+    )
+
+
+def start_up_and_memory(
+    bundle: Path, data: Path, work: Path, counts: list[int], precisions: tuple[str, ...]
+) -> None:
+    from reference_model.cpus import cpu_has_native_bf16
+
+    print("start-up: predict.py's whole process on 4 images (2 studies):")
+    starts = [("fp32", "openvino"), ("fp32", "onnx"), ("fp32", "torch")]
+    starts += [("bf16", "openvino")] if cpu_has_native_bf16() else []
+    starts += [("bf16", "torch")] if "bf16" in precisions else []
+    for precision, engine in starts:
+        run = run_predict(
+            bundle, data, images_of(data, 4), work, "--backend", engine, "--precision", precision
+        )
+        print(f"    {engine} {precision}: {run['wall']:.1f} s ({load()})", flush=True)
+    for precision in precisions:
+        for count in counts:
+            run = run_predict(bundle, data, images_of(data, count), work, "--precision", precision)
+            print(
+                f"peak memory, {precision}, {count:5d} images: {run['rss']:5d} MiB "
+                f"({run['rate']:.1f} images/s, {run['wall']:.0f} s; load {run['load']:.2f})",
+                flush=True,
+            )
+
+
+def real_size(data: Path, work: Path, members: int, count: int, precisions: tuple[str, ...]) -> None:
+    folder = work / "real"
+    folder.mkdir()
+    real = make_bundle(folder, members)
+    images = images_of(data, count)
+    for precision in precisions:
+        run = run_predict(real, data, images, work, "--precision", precision)
+        print(
+            f"real size: {members} x DenseNet-169, {len(images)} images, {precision}: "
+            f"{run['wall']:.1f} s end to end ({run['rate']:.1f} images/s, {run['engine']}; "
+            f"{run['rss']} MiB; load {run['load']:.2f})",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400)
@@ -383,11 +481,10 @@ def main() -> None:
     if (args.trained is None) != (args.trained_data is None):
         parser.error("--trained and --trained-data go together")
 
-    from reference_model.cpus import cpu_has_native_bf16
     from reference_model.synth import Options, generate
 
     print(machine(), flush=True)
-    bf16 = has_bf16()
+    precisions = ("fp32", "bf16") if has_bf16() else ("fp32",)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = work / "data"
@@ -395,93 +492,13 @@ def main() -> None:
         bundle = make_bundle(work, args.members)
         images = images_of(data, args.images)
         print(f"{args.members} x DenseNet-169, 224 px, {len(images)} images of 512 px", flush=True)
-
-        print("(a) forward pass only, ready tensors, fp32:", flush=True)
-        a, a_what = best_forward(bundle, "fp32", args.seconds)
-        print(f"(a) limit, fp32: {a:.1f} images/s ({a_what})", flush=True)
-        a16 = None
-        if bf16:
-            print("(a') forward pass only, bf16:", flush=True)
-            a16, a16_what = best_forward(bundle, "bf16", args.seconds)
-            print(f"(a') limit, bf16: {a16:.1f} images/s ({a16_what})", flush=True)
-        print("an AVX2-only CPU, approximated here (OV_CPU_MAX_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX2), fp32:")
-        best_forward(bundle, "fp32", args.seconds, env=AVX2_ONLY)
-
+        a, a16 = limits(bundle, args.seconds, "bf16" in precisions)
         b = naive(bundle, data, images[: args.naive_images or len(images)])
         print(f"(b) naive loop (torch fp32): {b:.1f} images/s; {load()}", flush=True)
-
-        print("split of the cores: predict's loop, decode threads x OpenVINO streams (x images each):")
-        for precision in ("fp32", "bf16") if bf16 else ("fp32",):
-            for settings in ("1x8", "2x4"):
-                for decoders in ("1", "2"):
-                    result = json.loads(
-                        child(
-                            "split", str(bundle), str(data), str(len(images)), precision, settings, decoders
-                        )
-                    )
-                    print(
-                        f"    {precision}, {decoders} decode threads, {settings.replace('x', ' streams x ')} "
-                        f"images: {result['rate']:6.1f} images/s (load {result['load']:.2f})",
-                        flush=True,
-                    )
-
-        c = run_predict(bundle, data, images, work)
-        print(
-            f"(c) predict.py fp32: {c['rate']:.1f} images/s = {c['rate'] / a:.0%} of (a), "
-            f"{c['rate'] / b:.1f}x (b) "
-            f"({c['engine']}); process wall {c['wall']:.1f} s; load {c['load']:.2f}",
-            flush=True,
-        )
-        fp32 = probabilities(work / "probs.csv")
-        onnx = run_predict(bundle, data, images, work, "--backend", "onnx")
-        print(
-            f"    predict.py fp32 --backend onnx (the default before): {onnx['rate']:.1f} images/s = "
-            f"{onnx['rate'] / a:.0%} of (a); load {onnx['load']:.2f}",
-            flush=True,
-        )
-        if bf16:
-            c16 = run_predict(bundle, data, images, work, "--precision", "bf16")
-            diff = max(abs(p - fp32[s]) for s, p in probabilities(work / "probs.csv").items())
-            print(
-                f"(c') predict.py --precision bf16: {c16['rate']:.1f} images/s = "
-                f"{c16['rate'] / a16:.0%} of (a'), "
-                f"{c16['rate'] / b:.1f}x (b) ({c16['engine']}); largest study-probability difference "
-                f"against fp32: {diff:.4f}; load {c16['load']:.2f}",
-                flush=True,
-            )
-        else:
-            print("(c') predict.py --precision bf16: n/a: this CPU has no bfloat16 support")
-
-        print("start-up: predict.py's whole process on 4 images (2 studies):")
-        starts = [("fp32", "openvino"), ("fp32", "onnx"), ("fp32", "torch")]
-        starts += [("bf16", "openvino")] if cpu_has_native_bf16() else []
-        starts += [("bf16", "torch")] if bf16 else []
-        for precision, engine in starts:
-            run = run_predict(bundle, data, images[:4], work, "--backend", engine, "--precision", precision)
-            print(f"    {engine} {precision}: {run['wall']:.1f} s ({load()})", flush=True)
-
-        for precision in ("fp32", "bf16") if bf16 else ("fp32",):
-            for count in (int(n) for n in args.memory_images.split(",")):
-                run = run_predict(bundle, data, images_of(data, count), work, "--precision", precision)
-                print(
-                    f"peak memory, {precision}, {count:5d} images: {run['rss']:5d} MiB "
-                    f"({run['rate']:.1f} images/s, {run['wall']:.0f} s; load {run['load']:.2f})",
-                    flush=True,
-                )
-
-        real_folder = work / "real"
-        real_folder.mkdir()
-        real = make_bundle(real_folder, args.real_members)
-        real_images = images_of(data, args.real_images)
-        for precision in ("fp32", "bf16") if bf16 else ("fp32",):
-            run = run_predict(real, data, real_images, work, "--precision", precision)
-            print(
-                f"real size: {args.real_members} x DenseNet-169, {len(real_images)} images, {precision}: "
-                f"{run['wall']:.1f} s end to end ({run['rate']:.1f} images/s, {run['engine']}; "
-                f"{run['rss']} MiB; load {run['load']:.2f})",
-                flush=True,
-            )
-
+        split(bundle, data, len(images), precisions)
+        whole_process(bundle, data, images, work, a, a16, b)
+        start_up_and_memory(bundle, data, work, [int(n) for n in args.memory_images.split(",")], precisions)
+        real_size(data, work, args.real_members, args.real_images, precisions)
         if args.trained is not None:
             trained(args.trained.resolve(), args.trained_data.resolve(), work)
     print(f"done; {load()}")

@@ -14,6 +14,10 @@ from pathlib import Path
 CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
 CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
 CPUINFO = Path("/proc/cpuinfo")
+# The kernel's CPU topology. Some sandboxes hide /sys; OpenVINO then maps the CPUs by pinning a
+# thread to each, and where a seccomp filter makes that pinning a no-op (the kit's bubblewrap
+# sandbox did) it crashes with SIGSEGV while compiling, which no Python code can catch.
+CPU_TOPOLOGY = Path("/sys/devices/system/cpu")
 
 
 def available_cpus() -> int:
@@ -73,3 +77,8 @@ def cpu_kind(flags: frozenset[str] | None = None) -> str:
         if flag in flags:
             return kind
     return "older"
+
+
+def cpu_topology_visible() -> bool:
+    """Whether the kernel's CPU topology can be read here (see CPU_TOPOLOGY)."""
+    return os.access(CPU_TOPOLOGY / "online", os.R_OK)

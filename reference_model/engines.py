@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from reference_model.bundle import BundleError, Manifest, load_bundle, verify_files
-from reference_model.cpus import cpu_flags, cpu_has_native_bf16
+from reference_model.cpus import CPU_TOPOLOGY, cpu_flags, cpu_has_native_bf16, cpu_topology_visible
 from reference_model.errors import PredictError, printable
 
 PRECISIONS = ("fp32", "bf16")
@@ -110,6 +110,11 @@ def _unusable(backend: str, manifest: Manifest, precision: str) -> str | None:
         return (
             "OpenVINO runs bf16 only on a CPU with bfloat16 instructions (AMX or AVX512-BF16), and "
             "this one has neither; use --precision fp32"
+        )
+    if backend == "openvino" and not cpu_topology_visible():
+        return (
+            f"OpenVINO needs the CPU topology in {CPU_TOPOLOGY}, which this system hides (without it "
+            "OpenVINO can crash); use --backend onnx (fp32) or torch"
         )
     package = PACKAGES[backend]
     try:

@@ -925,3 +925,25 @@ def test_an_image_listed_twice_counts_once_in_its_study_with_one_warning(
         f"3 images are listed more than once ({first}, {second}, ./{third}); each counts once in its "
         "study's mean"
     ]
+
+
+def test_where_the_cpu_topology_is_hidden_openvino_is_never_started(data, bundle, tmp_path, monkeypatch):
+    """Without /sys/devices/system/cpu (some sandboxes hide /sys) OpenVINO maps the CPUs by pinning
+    a thread to each, and where a seccomp filter makes pinning a no-op it dies of SIGSEGV while
+    compiling (the kit's bwrap sandbox did): the automatic choice passes it over for ONNX Runtime,
+    and asking for it is exit 2 with one line."""
+    from click.testing import CliRunner
+
+    from reference_model import cli
+
+    monkeypatch.setattr("reference_model.cpus.CPU_TOPOLOGY", tmp_path / "no-sys")
+    monkeypatch.chdir(data)
+    (tmp_path / "input.csv").write_text("\n".join(image_lines(data)[:6]) + "\n")
+    args = [str(tmp_path / "input.csv"), str(tmp_path / "o.csv"), "--bundle", str(bundle)]
+    auto = CliRunner().invoke(cli.predict, args)
+    assert auto.exit_code == 0 and "images/s, onnxruntime fp32, chosen for this" in auto.stderr, auto.output
+    (tmp_path / "o.csv").unlink()
+    forced = CliRunner().invoke(cli.predict, [*args, "--backend", "openvino"])
+    assert forced.exit_code == 2 and forced.stderr.count("\n") == 1, forced.output
+    assert "--backend openvino cannot be used: OpenVINO needs the CPU topology in" in forced.stderr
+    assert not (tmp_path / "o.csv").exists()

@@ -3,7 +3,8 @@
 The same guarantees as the docker runner: no network (its own network namespace), its own PID,
 IPC and UTS namespaces, the test data and the submission read-only, nothing of the host's file
 system but what Python needs (the system's /usr, the kit's interpreter and virtual environment,
-the kit's own package folders), /proc/sys read-only, a writable /output and a size-capped /tmp,
+the kit's own package folders), /proc/sys and the CPU topology (/sys/devices/system/cpu)
+read-only, a writable /output and a size-capped /tmp,
 and the submission's processes run as an unprivileged host user without capabilities:
 
 - harness run as root (the CI machines): no user namespace -- bwrap can map only the caller's
@@ -73,6 +74,7 @@ NOBODY = 65534  # the user inside a user namespace (non-root harness), as the ke
 # the ranges distributions, systemd and subuid files hand out).
 SANDBOX_UIDS = range(0x60000000, 0x61000000)
 SYSTEM_FILES = ("/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime")
+CPU_TOPOLOGY = "/sys/devices/system/cpu"
 # sh puts itself into the run's cgroups, then becomes prlimit, which becomes bwrap.
 ENTER_CGROUPS = (
     'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'
@@ -157,6 +159,11 @@ def system_mounts(limits: Limits) -> list[str]:
     for path in SYSTEM_FILES:
         if Path(path).exists():
             args += [*parents(path), "--ro-bind", path, path]
+    # The CPU topology, read-only, as Docker shows it: without it OpenVINO (predict's default
+    # engine) maps the CPUs by pinning a thread to each, which the filter's no-op
+    # sched_setaffinity defeats, and it crashes (SIGSEGV) compiling the model.
+    if Path(CPU_TOPOLOGY).is_dir():
+        args += [*parents(CPU_TOPOLOGY), "--ro-bind", CPU_TOPOLOGY, CPU_TOPOLOGY]
     args += [
         "--proc",
         "/proc",
