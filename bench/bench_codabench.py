@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "demo"))
 
-from run import MURA, SIZES  # noqa: E402  (demo/run.py: the demo's sizes)
+from run import MURA, SIZES, make_data  # noqa: E402  (demo/run.py: the demo's data and sizes)
 
 
 def mura(*args: object) -> float:
@@ -49,20 +49,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or Path(tmp) / "data"
         if args.data is None:
-            mura(
-                "synth",
-                data,
-                "--train-studies",
-                size["train"],
-                "--valid-studies",
-                size["valid"],
-                "--test-studies",
-                size["test"],
-                "--image-size",
-                size["image"],
-                "--seed",
-                0,
-            )
+            make_data(data, size)  # the demo's own step: what `make demo` makes
         tree = data / MURA
         images = len((tree / "test_image_paths.csv").read_text().splitlines()) + len(
             (tree / "valid_image_paths.csv").read_text().splitlines()

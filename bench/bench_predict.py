@@ -123,11 +123,6 @@ def images_of(data: Path, count: int) -> list[str]:
 # --- (a): the forward pass, each engine in a fresh process ----------------------------------
 
 
-def forward(bundle: Path, engine: str, precision: str, seconds: float, settings: str = "") -> dict:
-    """Images per second of one engine's forward pass on ready tensors (a child process)."""
-    return json.loads(child("forward", str(bundle), engine, precision, str(seconds), settings))
-
-
 def child(*args: str, env: dict | None = None) -> str:
     proc = subprocess.run(
         [sys.executable, __file__, "--child", *args],

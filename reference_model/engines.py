@@ -42,8 +42,7 @@ BACKENDS = ("auto", "openvino", "onnx", "torch")
 AUTO_ORDER = {
     ("fp32", "AVX-512"): ("openvino", "onnx", "torch"),
     ("fp32", "AVX2"): ("onnx", "openvino", "torch"),
-    ("bf16", "AVX-512"): ("openvino", "torch"),
-    ("bf16", "AVX2"): ("openvino", "torch"),
+    ("bf16", None): ("openvino", "torch"),  # whatever the CPU: _unusable passes OpenVINO over
 }
 PACKAGES = {"openvino": "openvino", "onnx": "onnxruntime"}  # --backend -> the module it imports
 
@@ -87,17 +86,28 @@ def choose_engine(
             return TorchEngine(bundle_path, manifest, device, precision)
         why_not = _unusable(name, manifest, precision)
         if why_not is None:
-            engine = OpenVinoEngine if name == "openvino" else OnnxEngine
-            return engine.from_bundle(bundle_path, manifest, precision, threads)
+            return onnx_engine(name, bundle_path, manifest, precision, threads)
         if backend != "auto":
             raise PredictError(f"--backend {name} cannot be used: {why_not}")
     raise AssertionError("AUTO_ORDER ends with torch")
 
 
+def onnx_engine(name: str, bundle_path: Path, manifest: Manifest, precision: str, threads: int) -> Engine:
+    """The bundle's ensemble.onnx under OpenVINO or ONNX Runtime (`name`): the bundle's files
+    checked first, the graph's shape checked against the manifest."""
+    verify_files(bundle_path, manifest)
+    path = bundle_path / manifest.onnx.file
+    engine = OpenVinoEngine(path, precision, threads) if name == "openvino" else OnnxEngine(path, threads)
+    check_graph(manifest, path, *engine.graph_shape())
+    return engine
+
+
 def auto_order(precision: str) -> tuple[str, ...]:
     """The engines `--backend auto` tries at `precision` on this CPU, fastest first: decided by
     its flags (a read of /proc/cpuinfo), not by timing at start-up."""
-    return AUTO_ORDER[precision, "AVX-512" if "avx512f" in cpu_flags() else "AVX2"]
+    if precision == "bf16":
+        return AUTO_ORDER["bf16", None]
+    return AUTO_ORDER["fp32", "AVX-512" if "avx512f" in cpu_flags() else "AVX2"]
 
 
 def _unusable(backend: str, manifest: Manifest, precision: str) -> str | None:
@@ -169,21 +179,16 @@ class OnnxEngine(Synchronous):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ONNX Runtime's own types (InvalidProtobuf, Fail, ...): one message
-            reason = " ".join(str(exc).split())[:160]
+            reason = printable(" ".join(str(exc).split()), 160)
             raise BundleError(
                 f"{path} cannot be loaded by ONNX Runtime ({reason}); the file is damaged or not this "
                 "kit's export; rebuild the bundle with `mura bundle`"
             ) from None
 
-    @classmethod
-    def from_bundle(cls, bundle_path: Path, manifest: Manifest, precision: str, threads: int) -> OnnxEngine:
-        """The bundle's ONNX graph, its files checked first, its shape checked against the manifest."""
-        verify_files(bundle_path, manifest)
-        path = bundle_path / manifest.onnx.file
-        engine = cls(path, threads)
-        (images,), (probabilities,) = engine.session.get_inputs(), engine.session.get_outputs()
-        check_graph(manifest, path, list(images.shape), probabilities.shape[-1])
-        return engine
+    def graph_shape(self) -> tuple[list, object]:
+        """(the input's shape, the output's last dimension) as the graph declares them."""
+        (images,), (probabilities,) = self.session.get_inputs(), self.session.get_outputs()
+        return list(images.shape), probabilities.shape[-1]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         images = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
@@ -255,19 +260,12 @@ class OpenVinoEngine:
         self.batch_size = self.streams * per_stream
         self.name = f"openvino {precision}"
 
-    @classmethod
-    def from_bundle(
-        cls, bundle_path: Path, manifest: Manifest, precision: str, threads: int
-    ) -> OpenVinoEngine:
-        """The bundle's ONNX graph, its files checked first, its shape checked against the manifest."""
-        verify_files(bundle_path, manifest)
-        path = bundle_path / manifest.onnx.file
-        engine = cls(path, precision, threads)
-        (images,), (probabilities,) = engine.model.inputs, engine.model.outputs
+    def graph_shape(self) -> tuple[list, object]:
+        """(the input's shape, the output's last dimension) as the graph declares them."""
+        (images,), (probabilities,) = self.model.inputs, self.model.outputs
         shape = [d.get_length() if d.is_static else None for d in images.get_partial_shape()]
         last = probabilities.get_partial_shape()[-1]
-        check_graph(manifest, path, shape, last.get_length() if last.is_static else None)
-        return engine
+        return shape, last.get_length() if last.is_static else None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.start(batch)()

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from reference_model.aggregation import study_label, study_probability
+from reference_model.aggregation import StudyMean, study_label
 from reference_model.config import TrainConfig, TrainError
 from reference_model.data import DataError, ImageRecord, MuraImages, loss_weights, read_split
 from reference_model.model import ModelError, autocast, build_model, load_torch_file, select_device
@@ -150,12 +150,12 @@ def validate(model, loader, records, process: Process) -> tuple[float, float | N
 def study_kappa(records: Sequence[ImageRecord], views: np.ndarray) -> float | None:
     """Cohen's kappa of the studies' answers (reference_model.aggregation: predict's rule) from
     the views' probabilities against the studies' labels; None where it is undefined."""
-    by_study: dict[str, list[float]] = {}
+    by_study: dict[str, StudyMean] = {}
     labels: dict[str, int] = {}
     for record, p in zip(records, views):
-        by_study.setdefault(record.study, []).append(float(p))
+        by_study.setdefault(record.study, StudyMean()).add(float(p))
         labels[record.study] = record.label
-    predicted = [study_label(study_probability(views)) for views in by_study.values()]
+    predicted = [study_label(mean.probability) for mean in by_study.values()]
     kappa = float(cohen_kappa(*confusion_counts([labels[s] for s in by_study], predicted)))
     return None if math.isnan(kappa) else kappa
 

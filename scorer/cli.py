@@ -52,6 +52,16 @@ def write_outputs(files: Mapping[Path, Callable[[], str]]) -> None:
         raise HostError(f"{', '.join(map(str, texts))} cannot be written ({exc.strerror or exc})") from None
 
 
+# `--test DIR` of `mura evaluate` and `mura codabench bundle`.
+HIDDEN_TEST_SET = click.option(
+    "--test",
+    "test_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The hidden test set: the folder that holds MURA-v1.1/ (each gold study's images).",
+)
+
+
 def settings_option(name: str, help: str | None = None) -> Callable:
     """The option (`--seed`, `--resamples`, `--confidence`) for the Settings field `name`, with
     the field's type and default (settings.DEFAULTS), so every command shows the same ones."""

@@ -515,9 +515,8 @@ def read_gold(path: str | Path, what: str = "gold file") -> RaterTable:
 def _votes(column: list[str]) -> NDArray[np.int8] | None:
     """A rater's votes as 0/1; None if one is another value. Each is "0" or "1", one character:
     the votes joined, as bytes, less b"0"."""
-    if not set(column) <= set(BINARY):
-        return None
-    return (np.frombuffer("".join(column).encode("ascii"), dtype=np.uint8) - ord("0")).astype(np.int8)
+    values = _binary(column)
+    return None if values is None else values.astype(np.int8)
 
 
 def _check_unique(keys: Sequence[str], table: Table, what: str, path: str | Path) -> None:

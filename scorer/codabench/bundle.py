@@ -36,12 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from scorer.codabench import GOLD_NAMES, pages, programs
-from scorer.codabench.ingestion import INPUT_CSV, WORKER_DATA
-from scorer.codabench.layout import FACT_SHEET, leaderboard
+from scorer.codabench.ingestion import INPUT_CSV, SUBMISSION_METADATA, WORKER_DATA
+from scorer.codabench.layout import DEV, FACT_SHEET, TEST, leaderboard
 from scorer.errors import HostError
+from scorer.files import file_sha256
 from scorer.formats import RaterTable, read_gold, read_strata
 from scorer.gold import choose_panel
-from scorer.harness.anonymise import MAP_NAME, Anonymised, anonymise, map_text, remove_tree
+from scorer.harness.anonymise import MAP_NAME, Anonymised, anonymise, map_text, remove_tree, study_images
 from scorer.harness.sandbox import DATA_MOUNT
 from scorer.pipeline import score_table
 from scorer.settings import Settings
@@ -51,11 +52,9 @@ TITLE = "MURA: abnormality detection in musculoskeletal radiographs"
 SOLUTION_WARNING = 100 * 1000**2  # bytes: larger solutions stall Codabench's upload
 GOLD_FILE = GOLD_NAMES[1]  # gold.csv: one of the names the scoring program looks for
 PREDICT = programs.SOURCES / "submission" / "predict.py"  # the kit's reference submission
-SUBMISSION_METADATA = ("metadata.yaml", "metadata")
 TIME_LIMIT = 600  # seconds, Codabench's default execution_time_limit
 MIN_TIME_LIMIT = 5
 MAX_SUBMISSIONS, MAX_PER_DAY = 100, 5  # Codabench's defaults, written out
-DEV, TEST = "Development", "Test"
 
 
 @dataclass(frozen=True)
@@ -102,10 +101,7 @@ def predict_limit(time_limit: int) -> float:
 def utc(text: str, option: str) -> datetime:
     from scorer.leaderboard.records import utc_iso
 
-    try:
-        return datetime.fromisoformat(utc_iso(text, option)[:-1]).replace(tzinfo=timezone.utc)
-    except HostError as exc:
-        raise HostError(exc.message) from None
+    return datetime.fromisoformat(utc_iso(text, option)[:-1]).replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -215,8 +211,6 @@ class Phase:
 
 
 def read_phase(split: str, name: str, test_dir: Path, gold: Path, settings: Settings, option: str) -> Phase:
-    from scorer.harness.anonymise import study_images
-
     if not test_dir.is_dir():
         raise HostError(f"{option} {test_dir} is not a folder; expected the folder that holds MURA-v1.1/")
     table = read_gold(gold)
@@ -246,7 +240,7 @@ def input_data(phase: Phase, data: Path, on_worker: bool) -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr(programs.entry(INPUT_CSV), "".join(f"{p}\n" for p in phase.images))
         if on_worker:
-            hashes = {p: hashlib.sha256((data / p).read_bytes()).hexdigest() for p in phase.images}
+            hashes = {p: file_sha256(data / p) for p in phase.images}
             digest = hashlib.sha256(json.dumps(hashes).encode()).hexdigest()[:12]
             phase.folder = f"mura-{phase.split}-{digest}"
             spec = {"folder": phase.folder, "images": hashes}
@@ -335,8 +329,8 @@ def text(options: Options, phases: list[Phase], dates: Dates) -> pages.Text:
                 images,
                 root,
                 phase.folder,
-                f"{start:%Y-%m-%d %H:%M:%S}",
-                None if end is None else f"{end:%Y-%m-%d %H:%M:%S}",
+                when(start),
+                when(end),
             )
         )
     s = test.settings
@@ -562,7 +556,6 @@ def build(options: Options) -> Made:
             for phase in phases:
                 assert phase.folder is not None
                 os.chmod(staging / phase.split / "data", 0o755)
-                (staging / phase.split / "data" / INPUT_CSV).chmod(0o644)
                 (staging / phase.split / "data" / INPUT_CSV).unlink()
                 os.rename(staging / phase.split / "data", staging / "worker" / phase.folder)
                 os.chmod(staging / "worker" / phase.folder, 0o555)

@@ -6,10 +6,18 @@ from pathlib import Path
 
 import click
 
-from scorer.cli import fail, settings_option
-from scorer.codabench.bundle import IMAGE, MAX_PER_DAY, MAX_SUBMISSIONS, TIME_LIMIT, TITLE, Options, build
+from scorer.cli import HIDDEN_TEST_SET, fail, settings_option
+from scorer.codabench.bundle import (
+    IMAGE,
+    MAX_PER_DAY,
+    MAX_SUBMISSIONS,
+    TIME_LIMIT,
+    TITLE,
+    Options,
+    build,
+    scoring_program_zip,
+)
 from scorer.errors import ScoringError
-from scorer.harness.cli import HIDDEN_TEST_SET
 from scorer.settings import Settings, rater_names
 
 
@@ -171,8 +179,6 @@ def scoring_program(out: Path) -> None:
     """Write the scoring program alone to OUT (a zip: metadata.yaml and the scorer's modules it
     imports), for CodaLab Competitions or a competition bundle written by hand. The platform runs
     `python3 -m scorer.codabench INPUT OUTPUT` (README.md, "Scoring")."""
-    from scorer.codabench.bundle import scoring_program_zip
-
     try:
         scoring_program_zip(out)
     except ScoringError as exc:

@@ -13,6 +13,8 @@ LEADERBOARD = {"title": "Results", "key": "main"}
 # Every scored submission goes on the board (MURA's table kept every entry).
 SUBMISSION_RULE = "Force_Latest_Multiple"
 PRECISION = 3
+# The phases `mura codabench bundle` writes; the import reads the test phase's board by default.
+DEV, TEST = "Development", "Test"
 
 
 @dataclass(frozen=True)

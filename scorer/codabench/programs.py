@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import scorer
+from scorer.harness.anonymise import FIXED_MTIME
 
 PACKAGE = "scorer"
 SOURCES = Path(scorer.__file__).resolve().parent.parent  # the folder that holds scorer/
@@ -25,7 +26,7 @@ INGESTION_ENTRY = ("scorer.codabench.ingestion",)
 SCORING_METADATA = SOURCES / "scorer" / "codabench" / "metadata.yaml"
 # The zip entries' time: the anonymised data's fixed mtime (2017-07-14), so that a bundle's
 # programs are the same bytes each time and its data entries say nothing by their times.
-ZIP_TIME = time.gmtime(1_500_000_000)[:6]
+ZIP_TIME = time.gmtime(FIXED_MTIME)[:6]
 
 
 def source(module: str) -> Path | None:
@@ -68,9 +69,9 @@ def module_closure(entries: tuple[str, ...]) -> list[str]:
     return sorted(seen)
 
 
-def entry(name: str, directory: bool = False) -> zipfile.ZipInfo:
+def entry(name: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
-    info.external_attr = (0o40555 if directory else 0o100444) << 16
+    info.external_attr = 0o100444 << 16
     info.compress_type = zipfile.ZIP_DEFLATED
     return info
 

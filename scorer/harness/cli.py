@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from scorer.cli import fail, settings_option
+from scorer.cli import HIDDEN_TEST_SET, fail, settings_option
 from scorer.errors import HostError, ScoringError
 from scorer.harness.docker_runner import EVALUATION_IMAGE
 from scorer.harness.runners import RUNNERS, choose_runner
@@ -23,14 +23,6 @@ if TYPE_CHECKING:
 # Turned into an exception, so that the runners' cleanup (`finally`) runs: Python's default for
 # SIGTERM and SIGHUP ends the process at once and would leave the sandbox running.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-# `--test DIR` of `mura evaluate` and `mura codabench bundle`.
-HIDDEN_TEST_SET = click.option(
-    "--test",
-    "test_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="The hidden test set: the folder that holds MURA-v1.1/ (each gold study's images).",
-)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": MiB, "g": GiB, "t": 1 << 40}
 

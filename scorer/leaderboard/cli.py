@@ -203,6 +203,17 @@ def render(
     click.echo(summary + (f"; written to {out}" if out else ""), err=True)
 
 
+def record_import(rows: list, skipped: int, source: Path, strict: bool, db: Path) -> int:
+    """Record an import's rows (how many were new), or with --strict nothing if `skipped` of the
+    source's entries could not be read."""
+    from scorer.leaderboard.store import open_store
+
+    if skipped and strict:
+        raise HostError(f"{skipped} entries of {source} cannot be read (listed above); nothing recorded")
+    with open_store(db) as store:
+        return sum(new for _, new in store.add_many(rows))
+
+
 @group.command("import-codalab")
 @click.argument("dump", type=click.Path(path_type=Path))
 @click.option("--strict", is_flag=True, help="Record nothing (and exit 3) if any entry cannot be read.")
@@ -214,18 +225,12 @@ def import_codalab(dump: Path, strict: bool, db: Path) -> None:
     stderr with what was guessed. An entry that cannot be read (no overall score, no Unix time)
     is listed on stderr with the reason and skipped. Importing the same dump again adds nothing."""
     from scorer.leaderboard.codalab import read_dump
-    from scorer.leaderboard.store import open_store
 
     try:
         rows, skipped, guessed = read_dump(dump)
         for _, line in sorted((n.index, n.line(str(dump))) for n in [*skipped, *guessed]):
             click.echo(line, err=True)
-        if skipped and strict:
-            raise HostError(
-                f"{len(skipped)} entries of {dump} cannot be read (listed above); nothing recorded"
-            )
-        with open_store(db) as store:
-            added = sum(new for _, new in store.add_many(rows))
+        added = record_import(rows, len(skipped), dump, strict, db)
     except ScoringError as exc:
         fail(exc)
     line = (
@@ -260,18 +265,12 @@ def import_codabench(
     kappas from its columns, model, institution and link from the fact sheet answers. An entry that
     cannot be read is listed on stderr and skipped; importing the same export again adds nothing."""
     from scorer.leaderboard.codabench import read_results
-    from scorer.leaderboard.store import open_store
 
     try:
         rows, skipped, title = read_results(results, phase=phase, submissions=submissions)
         for item in skipped:
             click.echo(item.line(str(results)), err=True)
-        if skipped and strict:
-            raise HostError(
-                f"{len(skipped)} entries of {results} cannot be read (listed above); nothing recorded"
-            )
-        with open_store(db) as store:
-            added = sum(new for _, new in store.add_many(rows))
+        added = record_import(rows, len(skipped), results, strict, db)
     except ScoringError as exc:
         fail(exc)
     line = (

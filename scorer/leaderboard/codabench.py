@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import re
 from pathlib import Path
 
-from scorer.codabench.layout import COLUMNS, FACT_SHEET, PARTS
+from scorer.codabench.layout import COLUMNS, FACT_SHEET, PARTS, TEST
 from scorer.errors import HostError
 from scorer.files import read_file
 from scorer.leaderboard import records
@@ -31,7 +30,6 @@ _BOARD = re.compile(r"^(?P<board>.*) - (?P<phase>.*)\((?P<id>\d+)\)$")
 _SUBMISSION = re.compile(r"^(?P<owner>.+)-(?P<id>\d+)$")
 _COLUMN = re.compile(r"^(?P<task>.*)\((?P<id>\d+)\)-(?P<title>[^-]*)$")
 FACT_SHEET_ANSWERS = "fact_sheet_answers"
-TEST_PHASE = "Test"  # the phase `mura codabench bundle` scores on the hidden test set
 TITLES = {c.title: c.key for c in COLUMNS}
 
 
@@ -51,7 +49,7 @@ def choose_board(document: object, path: Path, phase: str | None) -> tuple[str, 
                 f"holding an object of submissions, found {records.shown(board)}"
             )
         boards[match["phase"]] = (title, board)
-    wanted = phase or (next(iter(boards)) if len(boards) == 1 else TEST_PHASE)
+    wanted = phase or (next(iter(boards)) if len(boards) == 1 else TEST)
     if wanted not in boards:
         raise HostError(
             f"Codabench results {path}: no leaderboard of the phase {wanted!r}; its phases are "
@@ -102,8 +100,6 @@ def score(value: object, field: str) -> float | None:
             value = float(value)
         except ValueError:
             raise HostError(f"{field}: expected a number, found {value[:40]!r}") from None
-        if not math.isfinite(value):
-            return None
     return records.kappa_value(value, field, nan_is_null=True)
 
 
@@ -115,7 +111,7 @@ def read_item(key: str, item: object, dates: dict[str, str] | None, scored: str)
     owner, sid = match["owner"], match["id"]
     item = records.json_object(item, key)
     values = columns(item, key)
-    if "Overall_Mean" not in values:
+    if COLUMNS[0].key not in values:
         raise HostError(f"{key}: no {COLUMNS[0].title!r} column")
     scores = tuple(
         score(values.get(f"{group}_{part}"), f"{key}: {group}_{part}") for group in GROUPS for part in PARTS

@@ -48,19 +48,19 @@ def entry_name(entry: Scored) -> str:
     return entry.model or entry.submitter or ANONYMOUS
 
 
-def model_cell(entry: Scored) -> str:
-    """`{model} ({institution}) {note} {link}`; the submitter's name when there is no model name."""
-    parts = [entry_name(entry)]
+def _model(entry: Scored, esc: Callable[[str], str], link: Callable[[str], str]) -> str:
+    parts = [esc(entry_name(entry))]
     if entry.institution:
-        parts.append(f"({entry.institution})")
+        parts.append(f"({esc(entry.institution)})")
     if entry.note:
-        parts.append(entry.note)
+        parts.append(esc(entry.note))
     if entry.link:
-        parts.append(safe_link(entry.link))
+        parts.append(link(entry.link))
     return " ".join(parts)
 
 
-# --- Markdown ---------------------------------------------------------------------------------
+def model_cell(entry: Scored) -> str:
+    return _model(entry, str, safe_link)
 
 
 def _md(text: str) -> str:
@@ -68,14 +68,7 @@ def _md(text: str) -> str:
 
 
 def _md_model(entry: Scored) -> str:
-    parts = [_md(entry_name(entry))]
-    if entry.institution:
-        parts.append(f"({_md(entry.institution)})")
-    if entry.note:
-        parts.append(_md(entry.note))
-    if entry.link:
-        parts.append(f"<{safe_link(entry.link)}>")
-    return " ".join(parts)
+    return _model(entry, _md, lambda link: f"<{safe_link(link)}>")
 
 
 def to_markdown(board: Board) -> str:
@@ -222,15 +215,11 @@ def _score_cells(scores: tuple[float | None, ...], source: str | None) -> str:
 
 
 def _html_model(entry: Scored) -> str:
-    parts = [escape(entry_name(entry))]
-    if entry.institution:
-        parts.append(f"({escape(entry.institution)})")
-    if entry.note:
-        parts.append(escape(entry.note))
-    if entry.link:
-        link = escape(safe_link(entry.link))
-        parts.append(f'<a href="{link}" rel="nofollow noopener">{link}</a>')
-    return " ".join(parts)
+    def anchor(link: str) -> str:
+        link = escape(safe_link(link))
+        return f'<a href="{link}" rel="nofollow noopener">{link}</a>'
+
+    return _model(entry, escape, anchor)
 
 
 def _radiologist_row(r: Radiologist) -> str:

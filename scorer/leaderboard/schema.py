@@ -178,26 +178,8 @@ _V2_COLUMNS = (
 
 
 def _copy_v1_row(conn: sqlite3.Connection, row: tuple) -> None:
-    (
-        sid,
-        identity,
-        submitter,
-        model,
-        institution,
-        link,
-        submitted,
-        scored,
-        status,
-        reason,
-        kappa,
-        lower,
-        upper,
-        per_type,
-        baselines,
-        gold_raters,
-        content,
-        result,
-    ) = row
+    head, (kappa, lower, upper, per_type, baselines, gold_raters, content, result) = row[:10], row[10:]
+    sid = head[0]
     types = _json(per_type, sid, "per_type") or {}
     scores = [kappa, lower, upper]
     for group in GROUPS[1:]:
@@ -208,22 +190,7 @@ def _copy_v1_row(conn: sqlite3.Connection, row: tuple) -> None:
         gold_sha = (inputs.get("gold") or {}).get("sha256")
     conn.execute(
         f"INSERT INTO submissions ({', '.join(_V2_COLUMNS)}) VALUES ({', '.join('?' * len(_V2_COLUMNS))})",
-        (
-            sid,
-            identity,
-            submitter,
-            model,
-            institution,
-            link,
-            submitted,
-            scored,
-            status,
-            reason,
-            *scores,
-            gold_raters,
-            gold_sha,
-            content,
-        ),
+        (*head, *scores, gold_raters, gold_sha, content),
     )
     for name, groups in (_json(baselines, sid, "baselines") or {}).items():
         for group, (k, lo, hi) in groups.items():
